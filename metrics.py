@@ -1,0 +1,201 @@
+"""Evaluation metrics (DESIGN.md section 6) and a BM25 baseline: small pure functions.
+
+Answers: SQuAD normalisation, then exact match (EM), token F1 and cover-EM (CEM, the paper's
+"acc"). With several gold aliases we take the max over aliases; `first_only=True` scores only
+golds[0], as the official CLaRa script does. Report which one you use.
+Retrieval: Recall@k and reciprocal rank (MRR when averaged; the paper reports no MRR) of a
+ranking of the N candidates, and BM25 scores as a text-only reranking baseline.
+"""
+import math
+import re
+import string
+from collections import Counter
+
+_PUNCTUATION = set(string.punctuation)
+
+
+# ---------------------------------------------------------------------------- answer metrics
+
+def normalize_answer(s: str) -> str:
+    """SQuAD normalisation: lowercase, drop punctuation, drop articles a/an/the, squeeze spaces.
+
+    >>> normalize_answer("The  Eiffel-Tower!")
+    'eiffeltower'
+    >>> normalize_answer("An apple a day")
+    'apple day'
+    """
+    s = "".join(ch for ch in s.lower() if ch not in _PUNCTUATION)
+    s = re.sub(r"\b(a|an|the)\b", " ", s)
+    return " ".join(s.split())
+
+
+def _check_golds(prediction, golds, first_only: bool) -> list[str]:
+    """Validate inputs; return the golds to score against (all, or only the first)."""
+    if not isinstance(prediction, str):
+        raise TypeError(f"prediction must be a string, got {type(prediction).__name__}")
+    if isinstance(golds, str):  # a bare string would be scored character by character
+        raise TypeError(f"golds must be a list of strings, got the string {golds!r}")
+    if not golds:
+        raise ValueError("no gold answer")
+    for g in golds:
+        if not isinstance(g, str) or not g.strip():
+            raise ValueError(f"gold answers must be non-empty strings, got {g!r} in {golds!r}")
+    return list(golds[:1]) if first_only else list(golds)
+
+
+def exact_match(prediction: str, golds: list[str], first_only: bool = False) -> float:
+    """1.0 if the normalised prediction equals a normalised gold (max over aliases).
+
+    >>> exact_match("The Beatles.", ["beatles"])
+    1.0
+    >>> exact_match("Lennon", ["Paul McCartney", "John Lennon"])
+    0.0
+    """
+    golds = _check_golds(prediction, golds, first_only)
+    return max(float(normalize_answer(prediction) == normalize_answer(g)) for g in golds)
+
+
+def _token_f1(prediction: str, gold: str) -> float:
+    pred, ref = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    if not pred or not ref:  # SQuAD v2 rule: two empties agree, one empty scores 0
+        return float(pred == ref)
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def f1_score(prediction: str, golds: list[str], first_only: bool = False) -> float:
+    """SQuAD token F1 (bag of normalised tokens), max over aliases.
+
+    "the cat sat" vs "cat sat down": tokens [cat, sat] vs [cat, sat, down], 2 shared,
+    precision 2/2, recall 2/3, F1 = 2 * 1 * (2/3) / (1 + 2/3) = 0.8.
+    >>> round(f1_score("the cat sat", ["cat sat down"]), 6)
+    0.8
+    """
+    golds = _check_golds(prediction, golds, first_only)
+    return max(_token_f1(prediction, g) for g in golds)
+
+
+def cover_em(prediction: str, golds: list[str], first_only: bool = False) -> float:
+    """Cover-EM (CEM): 1.0 if every normalised token of a gold appears in the normalised prediction.
+
+    Word order and extra words in the prediction do not matter, so long answers are not punished.
+    A gold that normalises to nothing (e.g. "The") covers only an empty prediction.
+    >>> cover_em("It was John Lennon, in 1980.", ["John Lennon"])
+    1.0
+    >>> cover_em("Lennon", ["John Lennon"])
+    0.0
+    """
+    golds = _check_golds(prediction, golds, first_only)
+    pred = set(normalize_answer(prediction).split())
+
+    def covers(gold: str) -> float:
+        ref = set(normalize_answer(gold).split())
+        return float(ref <= pred) if ref else float(not pred)
+
+    return max(covers(g) for g in golds)
+
+
+# ---------------------------------------------------------------------------- retrieval metrics
+
+def _check_positives(positives) -> set[int]:
+    if not positives:
+        raise ValueError("no positive documents: recall and reciprocal rank are undefined")
+    return set(positives)
+
+
+def recall_at_k(ranking: list[int], positives: list[int], k: int) -> float:
+    """Fraction of the positive documents found among the first k of the ranking.
+
+    >>> recall_at_k([3, 0, 2, 1], positives=[0, 1], k=2)   # finds 0, misses 1
+    0.5
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    positives = _check_positives(positives)
+    return len(positives & set(ranking[:k])) / len(positives)
+
+
+def reciprocal_rank(ranking: list[int], positives: list[int]) -> float:
+    """1 / (1-based rank of the first positive), 0.0 if no positive is ranked.
+
+    >>> reciprocal_rank([3, 0, 2, 1], positives=[2, 1])   # first positive at rank 3
+    0.3333333333333333
+    """
+    positives = _check_positives(positives)
+    for rank, doc in enumerate(ranking, start=1):
+        if doc in positives:
+            return 1.0 / rank
+    return 0.0
+
+
+def rank_from_scores(scores: list[float]) -> list[int]:
+    """Document indices by score, highest first; ties go to the lower index (stable, deterministic).
+
+    >>> rank_from_scores([0.1, 0.7, 0.1, 0.9])
+    [3, 1, 0, 2]
+    """
+    scores = [float(s) for s in scores]  # also accepts a 1-D tensor or array
+    if any(math.isnan(s) for s in scores):
+        raise ValueError(f"scores contain NaN: {scores}")
+    return sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+
+
+def summarize(values: list[float]) -> float:
+    """Mean of per-question values (e.g. EM over a test set), refusing an empty list."""
+    values = list(values)
+    if not values:
+        raise ValueError("no values to summarize")
+    return sum(values) / len(values)
+
+
+# ---------------------------------------------------------------------------- BM25 baseline
+
+def _tokenize(text: str) -> list[str]:
+    """Lowercase word tokens, punctuation dropped: "Eiffel's tower!" -> ['eiffel', 's', 'tower']."""
+    return re.findall(r"\w+", text.lower())
+
+
+class BM25:
+    """Okapi BM25 with k1 = 1.5, b = 0.75, fitted on a list of documents.
+
+    score(q, d) = sum over query tokens t of
+        idf(t) * tf(t, d) * (k1 + 1) / (tf(t, d) + k1 * (1 - b + b * |d| / avgdl))
+    idf(t) = ln(1 + (n_docs - df(t) + 0.5) / (df(t) + 0.5))   (Lucene's form: never negative,
+    so a word found in most documents still counts a little instead of lowering the score).
+    A query token repeated twice counts twice.
+
+    Toy corpus ["the cat sat", "the dog barked loudly"], query "cat": df(cat) = 1, idf = ln 2,
+    |d0| = 3, avgdl = 3.5, so score(d0) = ln 2 * 2.5 / (1 + 1.5 * (0.25 + 0.75 * 3 / 3.5)) ~ 0.7408;
+    the dog document lacks the word and scores 0.
+    >>> [round(s, 4) for s in BM25(["the cat sat", "the dog barked loudly"]).scores("cat")]
+    [0.7408, 0.0]
+    """
+
+    def __init__(self, documents: list[str], k1: float = 1.5, b: float = 0.75):
+        if not documents:
+            raise ValueError("BM25 needs at least one document to fit on")
+        self.k1, self.b = k1, b
+        self.doc_tokens = [Counter(_tokenize(d)) for d in documents]  # term frequencies per doc
+        self.doc_lens = [sum(tf.values()) for tf in self.doc_tokens]
+        self.avgdl = sum(self.doc_lens) / len(documents) or 1.0  # all-empty corpus: avoid 0/0
+        df = Counter(t for tf in self.doc_tokens for t in tf)  # documents containing each term
+        n = len(documents)
+        self.idf = {t: math.log(1 + (n - f + 0.5) / (f + 0.5)) for t, f in df.items()}
+
+    def scores(self, query: str) -> list[float]:
+        """One BM25 score per fitted document, in document order."""
+        out = []
+        for tf, length in zip(self.doc_tokens, self.doc_lens):
+            norm = self.k1 * (1 - self.b + self.b * length / self.avgdl)
+            out.append(sum((self.idf[t] * tf[t] * (self.k1 + 1) / (tf[t] + norm)
+                           for t in _tokenize(query) if tf[t]), 0.0))
+        return out
+
+
+def bm25_scores(question: str, docs: list[str]) -> list[float]:
+    """BM25 scores of a question's N candidates, with IDF computed over those N candidates only
+    (the reranking setting: no outside corpus). Rank them with `rank_from_scores`."""
+    return BM25(docs).scores(question)

@@ -1,0 +1,399 @@
+"""Train CLaRa's three stages on one GPU or a CPU: pretrain (SCP) -> instruct -> end-to-end.
+
+    python train.py                                   # all stages, embedded corpus, SmolLM2-135M
+    python train.py --backbone tiny --steps 4 ...     # smoke run (checks the pipeline, not quality)
+    python train.py --stage pretrain --data pretrain.jsonl --out runs/scp
+
+Layout of --out: args.json (the resolved run), data/ (the embedded corpus, when used),
+<stage>/ (checkpoint: config.json + adapters.safetensors, trainer_state.pt, DONE when finished),
+metrics.jsonl (one line per logging step).
+
+The honest diagnostics (DESIGN.md section 8): in stages 1-2 every log line carries the eval loss
+with each passage's own vectors and with another passage's vectors ("gap" = shuffled - own);
+no gap means no information crosses the compressor. In stage 3, hit@k and MRR of the reranker
+(from pos_index, which is never used in the loss).
+"""
+
+import argparse
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, fields
+
+import torch
+from tqdm import tqdm
+
+import corpus
+import data
+import metrics
+from clara import ADAPTERS, CLaRa, CLaRaConfig, load_backbone
+
+STAGES = ("pretrain", "instruct", "e2e")
+DATA_FILES = {"pretrain": ("pretrain.jsonl", "pretrain_heldout.jsonl"),
+              "instruct": ("instruct.jsonl", "instruct_heldout.jsonl"),
+              "e2e": ("e2e_train.jsonl", "e2e_heldout.jsonl")}
+TRAINS = {"pretrain": ("compressor", "generator", "memory"),  # DESIGN.md section 4
+          "instruct": ("compressor", "generator"),
+          "e2e": ("query_reasoner", "generator")}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stage", choices=(*STAGES, "all"), default="all")
+    p.add_argument("--backbone", default="smollm2-135m", help="smollm2-135m | tiny | hub id | dir | .gguf")
+    p.add_argument("--data", nargs="*", default=[], metavar="[STAGE=]SOURCE",
+                   help="a directory with pretrain.jsonl, instruct.jsonl, e2e_train.jsonl (and *_heldout.jsonl "
+                        "for eval); or STAGE=FILE_OR_HF_ID per stage; or one source for a single --stage. "
+                        "Default: the embedded corpus (corpus.py)")
+    p.add_argument("--out", default="runs/default")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--init", default=None, help="start from this checkpoint (e.g. runs/x/instruct for --stage e2e)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, nargs=3, default=[150, 60, 80], metavar=("PRE", "INS", "E2E"),
+                   help="optimizer steps per stage (pretrain instruct e2e)")
+    p.add_argument("--batch-size", type=int, nargs=3, default=[4, 4, 8], metavar=("PRE", "INS", "E2E"))
+    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--lr", type=float, nargs=3, default=[1e-3, 5e-4, 2e-4], metavar=("PRE", "INS", "E2E"),
+                   help="paper: 1e-4 1e-4 5e-6 at batch 128/128/32 for 7B models; a 135M model on a "
+                        "few hundred steps needs larger ones")
+    p.add_argument("--schedule", choices=("cosine", "constant"), nargs=3, default=["cosine", "cosine", "constant"])
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--doc-max-len", type=int, default=128, help="L")
+    p.add_argument("--compression-rate", type=int, default=16, help="l = L // rate")
+    p.add_argument("--top-k", type=int, default=5, help="k")
+    p.add_argument("--n-candidates", type=int, default=20, help="N (stage 3; rows must have at least N)")
+    p.add_argument("--instruct-k", type=int, default=5, help="passages per instruct row (first k of the row)")
+    p.add_argument("--temperature", type=float, default=0.02, help="tau")
+    p.add_argument("--gumbel", action="store_true")
+    p.add_argument("--mse-weight", type=float, default=0.1, help="lambda")
+    p.add_argument("--memory-layer", type=int, default=-2)
+    p.add_argument("--no-rescale-memory", action="store_true")
+    p.add_argument("--lora-r", type=int, default=16)
+    p.add_argument("--lora-dropout", type=float, default=0.0)
+    p.add_argument("--qr-init", choices=("compressor", "scratch"), default="compressor",
+                   help="theta_qr start for stage 3 (paper Table 14: compressor copy is better)")
+    p.add_argument("--limit", type=int, default=0, help="use at most this many training rows per stage")
+    p.add_argument("--eval-rows", type=int, default=16, help="held-out rows for the logged diagnostics")
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--save-every", type=int, default=50)
+    p.add_argument("--stop-after", type=int, default=0,
+                   help="exit after this many steps of a stage, as an interruption would (tests --resume)")
+    return p.parse_args(argv)
+
+
+def clara_config(args) -> CLaRaConfig:
+    return CLaRaConfig(backbone=args.backbone, doc_max_len=args.doc_max_len,
+                       compression_rate=args.compression_rate, top_k=args.top_k,
+                       temperature=args.temperature, gumbel=args.gumbel, lora_r=args.lora_r,
+                       lora_alpha=2 * args.lora_r, lora_dropout=args.lora_dropout,
+                       mse_weight=args.mse_weight, memory_layer=args.memory_layer,
+                       rescale_memory=not args.no_rescale_memory)
+
+
+def pick_device():
+    """Decide device and dtype once, here, and say why."""
+    if torch.cuda.is_available():
+        print(f"device: cuda ({torch.cuda.get_device_name()}), bf16 autocast: a GPU is available")
+        return torch.device("cuda"), torch.autocast("cuda", dtype=torch.bfloat16)
+    if torch.backends.mps.is_available():
+        print("device: mps, float32: Apple GPU available, no CUDA")
+        return torch.device("mps"), torch.autocast("cpu", enabled=False)
+    print(f"device: cpu, float32: no GPU found ({torch.get_num_threads()} threads)")
+    return torch.device("cpu"), torch.autocast("cpu", enabled=False)
+
+
+# --- data ----------------------------------------------------------------------------------------
+
+def resolve_sources(args) -> dict:
+    """-> {stage: (train source, eval source or None)}."""
+    if not args.data:
+        directory = os.path.join(args.out, "data")
+        if not os.path.exists(os.path.join(directory, "e2e_heldout.jsonl")):
+            corpus.write_corpus(directory, seed=args.seed)
+        args.data = [directory]
+    if len(args.data) == 1 and "=" not in args.data[0] and not os.path.isdir(args.data[0]):
+        if args.stage == "all":
+            raise SystemExit("--stage all needs a directory or STAGE=SOURCE pairs in --data")
+        return {args.stage: (args.data[0], None)}
+    sources = {}
+    for item in args.data:
+        if os.path.isdir(item):
+            for stage, (train_file, eval_file) in DATA_FILES.items():
+                held = os.path.join(item, eval_file)
+                sources[stage] = (os.path.join(item, train_file), held if os.path.exists(held) else None)
+        elif "=" in item:
+            stage, source = item.split("=", 1)
+            if stage not in STAGES:
+                raise SystemExit(f"--data {item}: unknown stage {stage!r}; choose from {STAGES}")
+            sources[stage] = (source, None)
+        else:
+            raise SystemExit(f"--data {item}: give a directory or STAGE=SOURCE pairs")
+    return sources
+
+
+def load_stage_rows(args, stage, sources):
+    """Training rows and held-out rows (from the *_heldout file, else the last --eval-rows rows)."""
+    train_src, eval_src = sources[stage]
+    rows = data.load_rows(train_src, stage)
+    if eval_src is not None:
+        held = data.load_rows(eval_src, stage)
+    else:  # hold out the tail of the training data; it is never trained on
+        if len(rows) <= args.eval_rows:
+            raise SystemExit(f"{train_src}: {len(rows)} rows, too few to hold out {args.eval_rows}")
+        rows, held = rows[:-args.eval_rows], rows[-args.eval_rows:]
+    random.Random(args.seed).shuffle(held)
+    held = held[:args.eval_rows]
+    if args.limit:
+        rows = rows[:args.limit]
+    if stage == "e2e":
+        data.check_candidates(rows + held, max(args.n_candidates, args.top_k))
+    if stage == "instruct":
+        data.check_candidates(rows + held, args.instruct_k)
+    return rows, held
+
+
+def pretrain_batch(rows):
+    targets = [data.format_qa_target(r["questions"], r["answers"]) if r["kind"] == "qa" else r["answers"][0]
+               for r in rows]
+    return [r["doc"] for r in rows], targets, [r["kind"] for r in rows]
+
+
+class VectorCache:
+    """Stage 3: the compressor is frozen, so each distinct passage is compressed once (DESIGN.md
+    section 4); a step then costs one query encoding and one generator pass, whatever N is."""
+
+    def __init__(self, model, rows_lists, n, batch_size=16):
+        passages = sorted({d for rows in rows_lists for r in rows for d in r["docs"][:n]})
+        self.index = {p: i for i, p in enumerate(passages)}
+        was_training = model.training
+        model.eval()
+        chunks = []
+        with torch.no_grad():
+            for i in tqdm(range(0, len(passages), batch_size), desc="compress candidates", leave=False):
+                chunks.append(model.compress(passages[i:i + batch_size]))  # (b, l, D)
+        model.train(was_training)
+        self.vectors = torch.cat(chunks)  # (U, l, D) for U distinct passages
+
+    def __call__(self, rows, n):
+        idx = torch.tensor([[self.index[d] for d in r["docs"][:n]] for r in rows])  # (B, N)
+        return self.vectors[idx.to(self.vectors.device)]  # (B, N, l, D)
+
+
+# --- one stage -----------------------------------------------------------------------------------
+
+def stage_loss(model, stage, rows, args, cache=None, shuffle=False):
+    if stage == "pretrain":
+        return model.pretrain_loss(*pretrain_batch(rows), shuffle=shuffle)
+    if stage == "instruct":
+        return model.instruct_loss([r["question"] for r in rows], [r["docs"][:args.instruct_k] for r in rows],
+                                   [r["answer"] for r in rows], shuffle=shuffle)
+    return model.e2e_loss([r["question"] for r in rows], cache(rows, args.n_candidates),
+                          [r["answer"] for r in rows])
+
+
+def ranking_metrics(scores, rows, k):
+    """hit@k (a positive among the top k) and MRR from (B, N) scores; pos_index is used only here."""
+    hits, rrs = [], []
+    for s, r in zip(scores.tolist(), rows):
+        if not r["pos_index"]:
+            continue
+        ranking = metrics.rank_from_scores(s)
+        hits.append(float(any(i in r["pos_index"] for i in ranking[:k])))
+        rrs.append(metrics.reciprocal_rank(ranking, r["pos_index"]))
+    return (sum(hits) / len(hits), sum(rrs) / len(rrs)) if hits else (float("nan"), float("nan"))
+
+
+@torch.no_grad()
+def diagnostics(model, stage, held, args, cache, autocast):
+    """Held-out diagnostics: own vs shuffled eval loss (stages 1-2), hit@k and MRR (stage 3)."""
+    model.eval()
+    bs = max(2, args.batch_size[STAGES.index(stage)])
+    batches = [held[i:i + bs] for i in range(0, len(held), bs) if len(held[i:i + bs]) >= 2]
+    out = {}
+    with autocast:
+        if stage in ("pretrain", "instruct"):
+            own = [stage_loss(model, stage, b, args)["ce"].item() for b in batches]
+            shuf = [stage_loss(model, stage, b, args, shuffle=True)["ce"].item() for b in batches]
+            out = {"eval_own": sum(own) / len(own), "eval_shuffled": sum(shuf) / len(shuf)}
+            out["gap"] = out["eval_shuffled"] - out["eval_own"]
+        else:
+            res = [stage_loss(model, stage, b, args, cache) for b in batches]
+            scores = torch.cat([r["scores"] for r in res])
+            out["eval_loss"] = sum(r["ce"].item() for r in res) / len(res)
+            out["eval_hit"], out["eval_mrr"] = ranking_metrics(scores, held, args.top_k)
+    model.train()
+    return out
+
+
+def trainable(model, stage):
+    names = TRAINS[stage]
+    params = [layer.lora_A[a] for layer in model.lora_layers for a in ADAPTERS if a in names] + \
+             [layer.lora_B[a] for layer in model.lora_layers for a in ADAPTERS if a in names]
+    if "memory" in names:
+        params.append(model.memory_tokens)
+    for p in model.trainable_state_dict().values():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    return params
+
+
+def load_tensors(directory):
+    from safetensors.torch import load_file  # tensors only: no pickle
+
+    return load_file(os.path.join(directory, "adapters.safetensors"))
+
+
+def save_stage(model, directory, state):
+    model.save(directory)
+    tmp = os.path.join(directory, "trainer_state.pt.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, os.path.join(directory, "trainer_state.pt"))
+
+
+def run_stage(model, stage, args, sources, device, autocast, log):
+    i = STAGES.index(stage)
+    steps, bs, lr, schedule = args.steps[i], args.batch_size[i], args.lr[i], args.schedule[i]
+    directory = os.path.join(args.out, stage)
+    rows, held = load_stage_rows(args, stage, sources)
+    print(f"stage {stage}: {len(rows)} training rows, {len(held)} held-out rows; trains "
+          f"{', '.join(TRAINS[stage])}; {steps} steps x batch {bs} x accum {args.grad_accum}, lr {lr:g} {schedule}")
+    params = trainable(model, stage)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    warm = min(args.warmup, steps // 5)
+
+    def lr_at(step):  # linear warm-up, then cosine to 10% or constant
+        if step < warm:
+            return (step + 1) / warm
+        if schedule == "constant":
+            return 1.0
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    start = 0
+    state_path = os.path.join(directory, "trainer_state.pt")
+    if args.resume and os.path.exists(state_path):
+        state = torch.load(state_path, weights_only=True)  # tensors and numbers only: no pickle code
+        model.load_trainable(load_tensors(directory), directory)
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start = state["step"]
+        torch.set_rng_state(state["torch_rng"])
+        print(f"stage {stage}: resumed at step {start} from {directory}")
+    cache = None
+    if stage == "e2e":
+        t0 = time.time()
+        cache = VectorCache(model, [rows, held], args.n_candidates)
+        print(f"stage e2e: cached {len(cache.index)} passages' vectors in {time.time() - t0:.1f} s")
+    order = random.Random(args.seed + i)
+    for _ in range(start * args.grad_accum):  # replay the batches already seen, so a resumed run
+        order.sample(rows, bs)                # sees exactly the batches an uninterrupted one would
+    model.train()
+    t_last, tokens, last_logged = time.time(), 0, start
+    bar = tqdm(range(start, steps), desc=stage, initial=start, total=steps, leave=False)
+    for step in bar:
+        opt.zero_grad(set_to_none=True)
+        for _ in range(args.grad_accum):
+            batch = order.sample(rows, bs)
+            with autocast:
+                out = stage_loss(model, stage, batch, args, cache)
+            (out["loss"] / args.grad_accum).backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        tokens += sum(len(model.tokenizer(d)["input_ids"]) for r in batch for d in
+                      ([r["doc"]] if stage == "pretrain" else r["docs"][:args.instruct_k] if stage == "instruct" else []))
+        done = step + 1
+        if done % args.log_every == 0 or done == steps:
+            ms = 1000 * (time.time() - t_last) / (done - last_logged)  # training time only
+            rec = {"stage": stage, "step": done, "loss": out["loss"].item(), "lr": sched.get_last_lr()[0],
+                   "ms_per_step": ms}
+            if "mse" in out:
+                rec["mse"] = out["mse"].item()
+            if stage == "e2e":
+                rec["hit"], rec["mrr"] = ranking_metrics(out["scores"], batch, args.top_k)
+            rec["doc_tokens_per_s"] = tokens / max(1e-9, time.time() - t_last)  # compressor input
+            rec.update(diagnostics(model, stage, held, args, cache, autocast))
+            log(rec)
+            t_last, tokens, last_logged = time.time(), 0, done
+        if done % args.save_every == 0 or done == steps:
+            save_stage(model, directory, {"step": done, "optimizer": opt.state_dict(),
+                                          "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state()})
+        if args.stop_after and done - start >= args.stop_after and done < steps:
+            raise SystemExit(f"stage {stage}: stopped after step {done} as asked (--stop-after)")
+    open(os.path.join(directory, "DONE"), "w").write("done\n")
+
+
+def format_log(rec):
+    s = f"stage {rec['stage']:8s} step {rec['step']:04d} | loss {rec['loss']:.3f} | lr {rec['lr']:.1e}"
+    if "gap" in rec:
+        s += f" | eval own {rec['eval_own']:.3f} shuffled {rec['eval_shuffled']:.3f} gap {rec['gap']:+.3f}"
+    if "mrr" in rec:
+        s += f" | hit@k {rec['hit']:.2f} mrr {rec['mrr']:.2f} | eval hit@k {rec['eval_hit']:.2f} mrr {rec['eval_mrr']:.2f}"
+    return s + f" | {rec['ms_per_step']:.0f} ms/step"
+
+
+def check_resume_config(args, path):
+    """A resumed run must have the same method configuration as the checkpoint."""
+    with open(path) as f:
+        saved = json.load(f)["config"]
+    now = asdict(clara_config(args))
+    diff = {k: (saved.get(k), now[k]) for k in now if saved.get(k) != now[k]}
+    if diff:
+        raise SystemExit(f"{path}: checkpoint configuration differs from this run: "
+                         + ", ".join(f"{k} saved {a!r} now {b!r}" for k, (a, b) in diff.items()))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    print(f"seed {args.seed}")
+    device, autocast = pick_device()
+    os.makedirs(args.out, exist_ok=True)
+    sources = resolve_sources(args)
+    stages = STAGES if args.stage == "all" else (args.stage,)
+    for stage in stages:
+        if stage not in sources:
+            raise SystemExit(f"no data for stage {stage}: pass --data {stage}=SOURCE")
+    with open(os.path.join(args.out, "args.json"), "w") as f:
+        json.dump(vars(args), f, indent=2)
+    t0 = time.time()
+    model = CLaRa(*load_backbone(args.backbone), clara_config(args)).to(device)
+    print(f"backbone {args.backbone} loaded in {time.time() - t0:.1f} s; l = {model.config.n_memory} memory "
+          f"tokens of D = {model.memory_tokens.shape[1]}")
+    if args.init:
+        check_resume_config(args, os.path.join(args.init, "config.json"))
+        model.load_trainable(load_tensors(args.init), args.init)
+        print(f"started from checkpoint {args.init}")
+    metrics_path = os.path.join(args.out, "metrics.jsonl")
+
+    def log(rec):
+        tqdm.write(format_log(rec))
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+    previous = None
+    for stage in stages:
+        directory = os.path.join(args.out, stage)
+        for d in (directory, previous):
+            if args.resume and d and os.path.exists(os.path.join(d, "config.json")):
+                check_resume_config(args, os.path.join(d, "config.json"))
+        if args.resume and os.path.exists(os.path.join(directory, "DONE")):
+            print(f"stage {stage}: already done in {directory}, loading it")
+            model.load_trainable(load_tensors(directory), directory)
+        else:
+            if stage == "e2e" and args.qr_init == "compressor" and not (
+                    args.resume and os.path.exists(os.path.join(directory, "trainer_state.pt"))):
+                model.init_query_reasoner()  # theta_qr <- theta_c (paper Table 14)
+            t0 = time.time()
+            run_stage(model, stage, args, sources, device, autocast, log)
+            print(f"stage {stage}: finished in {time.time() - t0:.0f} s -> {directory}")
+        previous = directory
+    print(f"done: final checkpoint in {previous}")
+
+
+if __name__ == "__main__":
+    main()

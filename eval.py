@@ -1,0 +1,383 @@
+"""Evaluate a CLaRa checkpoint: answers (EM/F1/CEM), reranking (MRR, Recall@k) and efficiency.
+
+    python train.py    # writes runs/default/{pretrain,instruct,e2e}/ and runs/default/data/
+    python eval.py     # runs/default/e2e on 100 held-out questions of the embedded corpus
+    python eval.py --ckpt runs/x/e2e --data e2e_test.jsonl --limit 0 --out results.json
+
+A number alone says nothing, so every setting runs on the same questions, with the same backbone,
+the same generator adapter (theta_g), the same prompt and the same greedy decoding:
+    closed-book  no documents: what the generator knows or guesses without retrieval (on the
+                 fictional corpus, the floor: nobody can know these people).
+    text-rag     the k passages as text (truncated to L tokens): the generator reading the words.
+    compressed   the same k passages as l memory vectors each (paper Sec. 2): what compression keeps.
+    shuffled     control of compressed: each question reads the vectors of another question's k
+                 passages. The gap compressed - shuffled is what the vectors carry (DESIGN.md
+                 section 8); no gap means the answers come from style and priors, not the passages.
+    end-to-end   the query reasoner scores all N candidates, its top k go to the generator (Sec. 3).
+The k passages of text-rag and compressed are the positives (pos_index) plus the first
+non-positive candidates until there are k, in candidate order: the same oracle passages, so the
+two settings differ only in how the passages reach the generator.
+Reranking on the same N candidates: BM25 (lexical baseline), the query reasoner before stage 3
+(theta_qr = copy of theta_c of the instruct checkpoint, where stage 3 starts) and after it.
+Efficiency: generator prompt positions; median latency per question at batch size 1, compressed
+(from cached vectors) vs text RAG, generation included; compression throughput (passages/s).
+Answers score the max over all gold aliases, or only the first with --first-alias-only (the
+official script's rule).
+"""
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import torch
+
+import corpus
+import data
+import metrics
+from clara import CLaRa
+from train import load_tensors, pick_device
+
+SETTINGS = ("closed-book", "text-rag", "compressed", "end-to-end", "rerank", "efficiency")
+RECALL_AT = (1, 3, 5)
+# fields that change what the compressor and query reasoner compute: "before" must match "after"
+ENCODING_FIELDS = ("backbone", "doc_max_len", "compression_rate", "query_max_len", "memory_layer",
+                   "rescale_memory", "lora_r", "lora_alpha")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", default="runs/default/e2e", help="checkpoint directory written by train.py")
+    p.add_argument("--data", default=None, help="e2e JSONL file or HF dataset id (default: the run's "
+                   "embedded held-out split, <run dir>/data/e2e_heldout.jsonl)")
+    p.add_argument("--split", default="train", help="split, when --data is a HF dataset id")
+    p.add_argument("--limit", type=int, default=100, help="first LIMIT questions (0 = all)")
+    p.add_argument("--k", type=int, default=None, help="passages per question (default: checkpoint's top_k)")
+    p.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS))
+    p.add_argument("--before", default=None, help="checkpoint for the before-stage-3 reranker "
+                   "(default: the sibling instruct/ of --ckpt)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-new-tokens", type=int, default=16, help="the same for every setting")
+    p.add_argument("--latency-questions", type=int, default=10)
+    p.add_argument("--first-alias-only", action="store_true", help="official rule: score golds[0] only")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    p.add_argument("--out", default=None, help="write all results (per-question predictions too) as JSON")
+    return p.parse_args(argv)
+
+
+def choose_device(name):
+    if name == "auto":
+        return pick_device()  # the same choice and printed reason as train.py
+    print(f"device: {name}, float32: asked for with --device")
+    return torch.device(name), torch.autocast("cpu", enabled=False)
+
+
+def sync(device):
+    """Wait for queued GPU work, so that a clock read measures it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+# --- data ----------------------------------------------------------------------------------------
+
+def default_data(run_dir):
+    """The run's embedded held-out split: the file train.py wrote, else regenerated from its seed."""
+    path = os.path.join(run_dir, "data", "e2e_heldout.jsonl")
+    if os.path.exists(path):
+        return path
+    args_path, seed = os.path.join(run_dir, "args.json"), 0
+    if os.path.exists(args_path):
+        with open(args_path) as f:
+            seed = json.load(f)["seed"]
+    print(f"data: {path} missing; writing the embedded corpus there (seed {seed}"
+          f"{'' if os.path.exists(args_path) else ', no args.json'})")
+    return corpus.write_corpus(os.path.dirname(path), seed=seed)["e2e_heldout"]
+
+
+def oracle_k(row, k):
+    """Candidate indices given to text-rag and compressed: the positives, then the first
+    non-positives until there are k, in candidate order.  pos [3], k 2 -> [0, 3]."""
+    pos = sorted(row["pos_index"])[:k]
+    rest = [i for i in range(len(row["docs"])) if i not in pos][:k - len(pos)]
+    return sorted(pos + rest)
+
+
+def donors(rows, passages):
+    """For question i, the next question j (cyclically: a roll by one over all questions) whose k
+    passages exclude i's positive passages, so the shuffled control never reads i's own facts."""
+    out = []
+    for i, row in enumerate(rows):
+        own = {row["docs"][p] for p in row["pos_index"]}
+        j = next((j % len(rows) for j in range(i + 1, i + len(rows))
+                  if not own & set(passages[j % len(rows)])), None)
+        if j is None:
+            raise ValueError(f"{row['where']}: every other question's passages hold this question's "
+                             f"positives; the shuffled control needs questions about other passages")
+        out.append(j)
+    return out
+
+
+def batched(rows, size, fn):
+    """fn(list of row indices) -> list, over all rows in batches. A failure (out of memory, a bad
+    row) stops the run and names the rows at fault: it is never scored as an empty answer."""
+    out = []
+    for start in range(0, len(rows), size):
+        idx = list(range(start, min(start + size, len(rows))))
+        try:
+            out += fn(idx)
+        except (RuntimeError, ValueError) as err:
+            raise RuntimeError(f"evaluation failed on {', '.join(rows[i]['where'] for i in idx)}: "
+                               f"{type(err).__name__}: {err}") from err
+    return out
+
+
+class Vectors:
+    """Every distinct candidate passage compressed once (theta_c is fixed here, as in stage 3),
+    then looked up by text: B lists of n passages -> (B, n, l, D)."""
+
+    def __init__(self, model, rows, batch_size):
+        passages = sorted({d for r in rows for d in r["docs"]})
+        self.index = {p: i for i, p in enumerate(passages)}
+        chunks = []
+        for start in range(0, len(passages), batch_size):
+            chunk = passages[start:start + batch_size]
+            try:
+                chunks.append(model.compress(chunk))  # (b, l, D)
+            except RuntimeError as err:  # e.g. out of memory: say which rows' passages
+                where = [r["where"] for r in rows if set(chunk) & set(r["docs"])]
+                raise RuntimeError(f"compressing candidates of {', '.join(where[:5])}"
+                                   f"{' ...' if len(where) > 5 else ''}: {err}") from err
+        self.vectors = torch.cat(chunks)  # (U, l, D) for U distinct passages
+
+    def __call__(self, doc_lists):
+        idx = torch.tensor([[self.index[d] for d in docs] for docs in doc_lists])  # (B, n)
+        return self.vectors[idx.to(self.vectors.device)]  # (B, n, l, D)
+
+
+# --- scores --------------------------------------------------------------------------------------
+
+def answer_metrics(preds, rows, first_only):
+    """Per-question and mean EM / F1 / CEM (max over aliases unless first_only)."""
+    per = [{"em": metrics.exact_match(p, r["answers"], first_only),
+            "f1": metrics.f1_score(p, r["answers"], first_only),
+            "cem": metrics.cover_em(p, r["answers"], first_only)} for p, r in zip(preds, rows)]
+    return per, {m: metrics.summarize(x[m] for x in per) for m in ("em", "f1", "cem")}
+
+
+def ranking_metrics(scores, rows):
+    """MRR and Recall@1/3/5 of the rankings given by (per question) N scores, over rows with positives."""
+    rr, recall = [], {k: [] for k in RECALL_AT}
+    for s, row in zip(scores, rows):
+        if row["pos_index"]:
+            ranking = metrics.rank_from_scores(s)
+            rr.append(metrics.reciprocal_rank(ranking, row["pos_index"]))
+            for k in RECALL_AT:
+                recall[k].append(metrics.recall_at_k(ranking, row["pos_index"], k))
+    if not rr:
+        return {"skipped": "no row has pos_index"}
+    return {"mrr": metrics.summarize(rr), **{f"recall@{k}": metrics.summarize(v) for k, v in recall.items()},
+            "questions": len(rr)}
+
+
+def query_scores(model, rows, cache, size):
+    """Cosine scores of theta_qr's query vectors against each row's N cached candidate vectors."""
+    def fn(idx):
+        q = model.encode_query([rows[i]["question"] for i in idx])  # (B, l, D)
+        return [model.score(q[b:b + 1], cache([rows[i]["docs"]]))[0].float().tolist()  # (1, N) -> N
+                for b, i in enumerate(idx)]  # per row, so N may differ between rows
+    return batched(rows, size, fn)
+
+
+def before_scores(model, rows, cache, args):
+    """Scores of the query reasoner where stage 3 starts: theta_qr <- theta_c of the instruct
+    checkpoint (train.py --qr-init compressor). Returns (scores or None, checkpoint or a note)."""
+    before = args.before or os.path.join(os.path.dirname(os.path.abspath(args.ckpt)), "instruct")
+    if not os.path.exists(os.path.join(before, "config.json")):
+        return None, f"no checkpoint at {before}"
+    with open(os.path.join(before, "config.json")) as f:
+        saved = json.load(f)["config"]
+    diff = [f"{n} {saved.get(n)!r} vs {getattr(model.config, n)!r}" for n in ENCODING_FIELDS
+            if saved.get(n) != getattr(model.config, n)]
+    if diff:
+        raise SystemExit(f"{before}: configuration differs from {args.ckpt}: {', '.join(diff)}")
+    after = {n: t.detach().clone() for n, t in model.trainable_state_dict().items()}
+    model.load_trainable(load_tensors(before), before)  # one backbone: swap the adapters in place
+    model.init_query_reasoner()
+    try:
+        now = model.trainable_state_dict()
+        same = all(torch.equal(now[n], after[n]) for n in now if "compressor" in n or n == "memory_tokens")
+        own_cache = cache if same else Vectors(model, rows, args.batch_size)  # stage 3 froze theta_c
+        return query_scores(model, rows, own_cache, args.batch_size), before
+    finally:
+        model.load_trainable(after, args.ckpt)
+
+
+# --- efficiency ----------------------------------------------------------------------------------
+
+def efficiency(model, rows, passages, cache, args, device):
+    """Prompt positions (all questions) and median latency at batch size 1, compressed vs text."""
+    T = args.max_new_tokens
+    positions = {"compressed": [len(model._prompt_embeds(r["question"], list(cache([p])[0])))
+                                for r, p in zip(rows, passages)],
+                 "text-rag": [len(model._prompt_embeds(r["question"], p)) for r, p in zip(rows, passages)]}
+    run = {"compressed": lambda i: model.generate([rows[i]["question"]], cache([passages[i]]), T),
+           "text-rag": lambda i: model.generate([rows[i]["question"]], [passages[i]], T, docs_as_text=True)}
+    n = min(args.latency_questions, len(rows))
+    times, lengths = {name: [] for name in run}, {name: [] for name in run}
+    for fn in run.values():
+        fn(0)  # warm-up: first-call allocations and kernel choices are not the method's cost
+    for i in range(n):  # interleaved, so a busy machine slows both settings alike
+        for name, fn in run.items():
+            sync(device)
+            t0 = time.perf_counter()
+            answer = fn(i)[0]
+            sync(device)
+            times[name].append(time.perf_counter() - t0)
+            lengths[name].append(len(model.tokenizer(answer, add_special_tokens=False)["input_ids"]))
+    out = {name: {"prompt_positions": statistics.mean(positions[name]), "answer_tokens":
+                  statistics.mean(lengths[name]), "latency_ms": 1000 * statistics.median(times[name])}
+           for name in run}
+    out["latency_questions"] = n
+    out["speedup"] = out["text-rag"]["latency_ms"] / out["compressed"]["latency_ms"]
+    out["fewer_positions"] = out["text-rag"]["prompt_positions"] / out["compressed"]["prompt_positions"]
+    return out
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+def compress_candidates(model, rows, args, device):
+    """Cache every distinct candidate's vectors, timed: the corpus compression throughput."""
+    model.compress([rows[0]["docs"][0]])  # warm-up before the clock
+    sync(device)
+    t0 = time.perf_counter()
+    cache = Vectors(model, rows, args.batch_size)
+    sync(device)
+    seconds = time.perf_counter() - t0
+    return cache, {"passages": len(cache.index), "seconds": seconds, "batch_size": args.batch_size,
+                   "passages_per_s": len(cache.index) / seconds}
+
+
+def answer_settings(model, rows, passages, cache, picks, args):
+    """Predictions of each requested setting: same questions, prompt, generator and decoding."""
+    T, want, questions = args.max_new_tokens, set(args.settings), [r["question"] for r in rows]
+    runs = {}
+    if "closed-book" in want:
+        runs["closed-book"] = lambda idx: None
+    if "text-rag" in want:
+        runs["text-rag"] = lambda idx: [passages[i] for i in idx]
+    if "compressed" in want:
+        donor = donors(rows, passages)
+        runs["compressed"] = lambda idx: cache([passages[i] for i in idx])  # (B, k, l, D)
+        runs["compressed-shuffled"] = lambda idx: cache([passages[donor[i]] for i in idx])
+    if "end-to-end" in want:  # rerank + generate from cached vectors, as CLaRa.answer does
+        runs["end-to-end"] = lambda idx: cache([[rows[i]["docs"][c] for c in picks[i]] for i in idx])
+    return {name: batched(rows, args.batch_size, lambda idx: model.generate(
+        [questions[i] for i in idx], docs(idx), T, docs_as_text=name == "text-rag"))
+        for name, docs in runs.items()}
+
+
+def evaluate(args):
+    """Run every requested setting; return the results dict (printed, and written to --out)."""
+    if not os.path.exists(os.path.join(args.ckpt, "config.json")):
+        raise SystemExit(f"{args.ckpt}: no checkpoint (config.json) here; run python train.py first")
+    with open(os.path.join(args.ckpt, "config.json")) as f:
+        k = args.k or json.load(f)["config"]["top_k"]
+    source = args.data or default_data(os.path.dirname(os.path.abspath(args.ckpt)))
+    rows = data.load_rows(source, "e2e", split=args.split)
+    rows = rows[:args.limit] if args.limit else rows
+    data.check_candidates(rows, k)  # before loading a model: "file:line: ... fewer than k"
+    rule = "first gold alias only (official rule)" if args.first_alias_only else "max over all gold aliases"
+    device, autocast = choose_device(args.device)
+    sizes = sorted({len(r["docs"]) for r in rows})
+    print(f"checkpoint: {args.ckpt}\ndata: {source}: {len(rows)} questions, k = {k}, N = "
+          f"{'-'.join(map(str, sorted({sizes[0], sizes[-1]})))} candidates\nanswers scored against: {rule}")
+    model = CLaRa.load(args.ckpt).to(device).eval()
+    chosen = [oracle_k(r, k) for r in rows]
+    passages = [[r["docs"][c] for c in cs] for r, cs in zip(rows, chosen)]
+    res = {"checkpoint": args.ckpt, "data": source, "device": str(device), "questions": len(rows), "k": k,
+           "alias_rule": rule, "max_new_tokens": args.max_new_tokens, "settings": {}, "reranking": {},
+           "passages": "text-rag and compressed read the positives (pos_index) plus the first "
+                       "non-positive candidates up to k, in candidate order"}
+    want, cache, after, picks = set(args.settings), None, None, None
+    with torch.no_grad(), autocast:
+        if want - {"closed-book", "text-rag"}:
+            cache, res["compression"] = compress_candidates(model, rows, args, device)
+        if want & {"end-to-end", "rerank"}:
+            after = query_scores(model, rows, cache, args.batch_size)
+            picks = [metrics.rank_from_scores(s)[:k] for s in after]  # = the hard top-k's forward
+        preds = answer_settings(model, rows, passages, cache, picks, args)
+        if "rerank" in want:
+            bm25 = [metrics.bm25_scores(r["question"], r["docs"]) for r in rows]
+            before, where = before_scores(model, rows, cache, args)
+            res["reranking"] = {"bm25": ranking_metrics(bm25, rows),
+                                "before": dict(ranking_metrics(before, rows), checkpoint=where)
+                                if before else {"skipped": where},
+                                "after": dict(ranking_metrics(after, rows), checkpoint=args.ckpt)}
+        if "efficiency" in want:
+            res["efficiency"] = efficiency(model, rows, passages, cache, args, device)
+    per_question = {}
+    for name, p in preds.items():
+        per_question[name], res["settings"][name] = answer_metrics(p, rows, args.first_alias_only)
+    if "compressed" in preds:
+        res["gap"] = {m: res["settings"]["compressed"][m] - res["settings"]["compressed-shuffled"][m]
+                      for m in ("em", "f1", "cem")}
+    res["predictions"] = [
+        {"where": r["where"], "question": r["question"], "answers": r["answers"], "passages": chosen[i],
+         **({"end_to_end_picks": picks[i]} if picks else {}),
+         **{name: {"prediction": preds[name][i], **per_question[name][i]} for name in preds}}
+        for i, r in enumerate(rows)]
+    return res
+
+
+def print_report(res):
+    print(f"\n{'setting (percent)':34s}{'EM':>7s}{'F1':>7s}{'CEM':>7s}")
+    labels = {"closed-book": "closed-book (no documents)", "text-rag": "text RAG (k passages as text)",
+              "compressed": "compressed (same k, as vectors)", "compressed-shuffled": "  shuffled control",
+              "end-to-end": "end-to-end (reasoner picks k of N)"}
+    for name, label in labels.items():
+        if name in res["settings"]:
+            row = res["settings"][name]
+            print(f"{label:34s}" + "".join(f"{100 * row[m]:7.1f}" for m in ("em", "f1", "cem")))
+        if name == "compressed-shuffled" and "gap" in res:
+            print(f"{'  gap = compressed - shuffled':34s}" + "".join(f"{100 * res['gap'][m]:+7.1f}"
+                                                                  for m in ("em", "f1", "cem")))
+    print(f"{res['questions']} questions, k = {res['k']}, {res['alias_rule']};\n{res['passages']}")
+    if res["reranking"]:
+        print(f"\n{'reranking the same N candidates':34s}{'MRR':>7s}"
+              + "".join(f"{'R@%d' % k:>7s}" for k in RECALL_AT))
+        for name, label in (("bm25", "BM25"), ("before", "query reasoner before e2e"),
+                            ("after", "query reasoner after e2e")):
+            r = res["reranking"][name]
+            cells = [100 * r[m] for m in ("mrr", *(f"recall@{k}" for k in RECALL_AT)) if m in r]
+            print(f"{label:34s}" + ("".join(f"{c:7.1f}" for c in cells) or f"  skipped: {r['skipped']}"))
+    if "efficiency" in res:
+        e, c = res["efficiency"], res["compression"]
+        print(f"\nefficiency (batch size 1, at most {res['max_new_tokens']} new tokens, greedy; "
+              f"latency includes generation)")
+        for name in ("compressed", "text-rag"):
+            print(f"  {name:11s} {e[name]['prompt_positions']:7.1f} prompt positions  "
+                  f"{e[name]['latency_ms']:8.1f} ms/question (median of {e['latency_questions']})  "
+                  f"~{e[name]['answer_tokens']:.1f} answer tokens")
+        print(f"  compressed reads {e['fewer_positions']:.1f}x fewer positions and answers "
+              f"{e['speedup']:.2f}x faster than text RAG (vectors cached)")
+        print(f"  compression: {c['passages_per_s']:.1f} passages/s ({c['passages']} distinct passages "
+              f"in {c['seconds']:.2f} s, batch {c['batch_size']})")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    res = evaluate(args)
+    print_report(res)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump(res, f, indent=1)
+        print(f"\nresults with per-question predictions: {args.out}")
+    return res
+
+
+if __name__ == "__main__":
+    main()

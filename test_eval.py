@@ -1,0 +1,110 @@
+"""Tests for eval.py: a smoke run on a tiny checkpoint, and loud errors that name the row.
+
+Offline, CPU, float32, on the "tiny" backbone (random weights: the numbers mean nothing, the
+claims are that every setting and baseline runs on the same questions and gives finite metrics).
+"""
+import json
+import math
+
+import pytest
+import torch
+
+import corpus
+import eval as clara_eval
+from clara import CLaRa, CLaRaConfig, load_backbone
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """A D = 64 model gains nothing from threads; on a shared 2-core machine, OpenMP threads
+    waiting on each other made this file 30x slower (45 s vs 1.3 s for the smoke run)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A run directory as train.py leaves it: instruct/ and e2e/ checkpoints, held-out e2e rows."""
+    tmp = tmp_path_factory.mktemp("run")
+    torch.manual_seed(0)
+    model = CLaRa(*load_backbone("tiny"), CLaRaConfig(backbone="tiny", doc_max_len=32,
+                                                      compression_rate=4, top_k=2))
+    model.save(tmp / "instruct")
+    with torch.no_grad():  # stage 3 changes theta_qr, so "before" and "after" rerank differently
+        for layer in model.lora_layers:
+            layer.lora_B["query_reasoner"].normal_(0, 0.05)
+    model.save(tmp / "e2e")
+    world = corpus.build_world(seed=0, n_train=8, n_heldout=8)
+    rows = corpus.e2e_rows(world, "heldout", n_candidates=5)
+    with open(tmp / "e2e.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    return tmp
+
+
+def test_smoke_every_setting_and_baseline_gives_finite_numbers(run_dir, capsys):
+    out = run_dir / "results.json"
+    clara_eval.main(["--ckpt", str(run_dir / "e2e"), "--data", str(run_dir / "e2e.jsonl"), "--limit", "6",
+                     "--batch-size", "4", "--max-new-tokens", "4", "--latency-questions", "2",
+                     "--device", "cpu", "--out", str(out)])
+    res = json.loads(out.read_text())
+    assert res["questions"] == 6 and res["k"] == 2, "k must default to the checkpoint's top_k"
+    for name in ("closed-book", "text-rag", "compressed", "compressed-shuffled", "end-to-end"):
+        assert name in res["settings"], f"setting {name} missing from the results"
+        for m in ("em", "f1", "cem"):
+            v = res["settings"][name][m]
+            assert math.isfinite(v) and 0 <= v <= 1, f"{name} {m} = {v}"
+    assert set(res["gap"]) == {"em", "f1", "cem"}
+    for name in ("bm25", "before", "after"):
+        r = res["reranking"][name]
+        assert "skipped" not in r, f"reranking {name} was skipped: {r}"
+        for m in ("mrr", "recall@1", "recall@3", "recall@5"):
+            assert math.isfinite(r[m]) and 0 <= r[m] <= 1, f"reranking {name} {m} = {r[m]}"
+        assert r["recall@1"] <= r["recall@3"] <= r["recall@5"], f"{name}: recall must grow with k"
+    assert res["reranking"]["before"]["checkpoint"].endswith("instruct"), "before = the sibling instruct/"
+    assert len(res["predictions"]) == res["questions"], "one prediction record per question"
+    assert all(len(p["passages"]) == 2 and len(p["end_to_end_picks"]) == 2 for p in res["predictions"])
+    e = res["efficiency"]
+    assert e["compressed"]["prompt_positions"] < e["text-rag"]["prompt_positions"], \
+        "8 memory vectors per passage must take fewer positions than the passage's tokens"
+    assert e["speedup"] > 0 and res["compression"]["passages_per_s"] > 0
+    table = capsys.readouterr().out
+    for label in ("closed-book", "text RAG", "shuffled control", "gap", "BM25", "before e2e", "passages/s",
+                  "max over all gold aliases"):
+        assert label in table, f"stdout table lacks {label!r}"
+
+
+def test_oracle_passages_are_positives_then_first_others_in_candidate_order():
+    row = {"docs": ["a", "b", "c", "d", "e"], "pos_index": [3]}
+    assert clara_eval.oracle_k(row, 3) == [0, 1, 3]
+    assert clara_eval.oracle_k(dict(row, pos_index=[4, 0]), 2) == [0, 4]
+
+
+def test_shuffled_control_never_reads_the_questions_own_positive():
+    rows = [{"docs": ["p0", "x"], "pos_index": [0], "where": "f:1"},
+            {"docs": ["p0", "y"], "pos_index": [0], "where": "f:2"},  # same gold passage as row 0
+            {"docs": ["p2", "z"], "pos_index": [0], "where": "f:3"}]
+    passages = [r["docs"] for r in rows]
+    assert clara_eval.donors(rows, passages) == [2, 2, 0]
+
+
+def test_row_with_fewer_than_k_candidates_names_file_and_line(run_dir, tmp_path):
+    lines = (run_dir / "e2e.jsonl").read_text().splitlines()[:3]
+    bad = json.loads(lines[1])
+    bad["docs"], bad["pos_index"] = bad["docs"][:1], [0]
+    lines[1] = json.dumps(bad)
+    path = tmp_path / "short.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=rf"short\.jsonl:2: field 'docs': 1 candidate"):
+        clara_eval.main(["--ckpt", str(run_dir / "e2e"), "--data", str(path), "--device", "cpu"])
+
+
+def test_failed_batch_names_its_rows_instead_of_scoring_empty_answers():
+    rows = [{"where": "f.jsonl:7"}, {"where": "f.jsonl:9"}]
+
+    def out_of_memory(idx):
+        raise RuntimeError("CUDA out of memory")
+
+    with pytest.raises(RuntimeError, match="f.jsonl:7, f.jsonl:9: RuntimeError: CUDA out of memory"):
+        clara_eval.batched(rows, 8, out_of_memory)

@@ -60,3 +60,13 @@ def test_malformed_data_names_file_and_line(tmp_path):
 def test_too_few_candidates_for_n_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="fewer than k=40"):
         train.main(SMALL + ["--stage", "e2e", "--n-candidates", "40", "--out", str(tmp_path)])
+
+
+def test_curriculum_grows_passage_prefixes_to_the_whole_passage():
+    row = {"kind": "qa", "doc": "Varel was born in 1874. He made lutes! Did he play? He did.",
+           "questions": ["Who?"], "answers": ["Varel"], "where": "x:1"}
+    docs = [train.curriculum_rows([row], p)[0] for p in (0.1, 0.5, 1.0)]
+    assert [d["doc"] for d in docs] == ["Varel was born in 1874.", "Varel was born in 1874. He made lutes!",
+                                        row["doc"]]
+    for d in docs:
+        assert d["kind"] == "paraphrase" and d["answers"] == [d["doc"]], "target is the prefix itself"

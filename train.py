@@ -151,6 +151,8 @@ def load_stage_rows(args, stage, sources):
     held = held[:args.eval_rows]
     if args.limit:
         rows = rows[:args.limit]
+    if not rows:
+        raise SystemExit(f"{train_src}: no training rows left after holding out {len(held)} for evaluation")
     if stage == "e2e":
         data.check_candidates(rows + held, max(args.n_candidates, args.top_k))
     if stage == "instruct":
@@ -306,14 +308,14 @@ def run_stage(model, stage, args, sources, device, autocast, log):
         print(f"stage e2e: cached {len(cache.index)} passages' vectors in {time.time() - t0:.1f} s")
     order = random.Random(args.seed + i)
     for _ in range(start * args.grad_accum):  # replay the batches already seen, so a resumed run
-        order.sample(rows, bs)                # sees exactly the batches an uninterrupted one would
+        order.sample(rows, min(bs, len(rows)))  # sees exactly the batches an uninterrupted one would
     model.train()
     t_last, tokens, last_logged = time.time(), 0, start
     bar = tqdm(range(start, steps), desc=stage, initial=start, total=steps, leave=False)
     for step in bar:
         opt.zero_grad(set_to_none=True)
         for _ in range(args.grad_accum):
-            batch = order.sample(rows, bs)
+            batch = order.sample(rows, min(bs, len(rows)))  # a data set smaller than a batch is used whole
             if stage == "pretrain" and step < args.curriculum:
                 batch = curriculum_rows(batch, (step + 1) / args.curriculum)
             with autocast:

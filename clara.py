@@ -261,7 +261,7 @@ class CLaRa(nn.Module):
         self._chat = self._chat_pieces()
 
     @property
-    def device(self) -> torch.device:
+    def device(self) -> torch.device:  # model code follows the device of its parameters
         return self.memory_tokens.device
 
     @contextmanager
@@ -402,9 +402,9 @@ class CLaRa(nn.Module):
         self._token_ids(questions, 10**9, "questions")  # type and emptiness checks
         if docs is not None and len(docs) != len(questions):
             raise ValueError(f"{len(questions)} questions but documents for {len(docs)}")
+        if targets is not None and len(targets) != len(questions):
+            raise ValueError(f"{len(questions)} questions but {len(targets)} targets")
         if targets is not None:
-            if len(targets) != len(questions):
-                raise ValueError(f"{len(questions)} questions but {len(targets)} targets")
             self._token_ids(targets, 10**9, "targets")
 
     def generator_loss(self, questions: list[str], doc_vecs: torch.Tensor | None,
@@ -584,6 +584,7 @@ class CLaRa(nn.Module):
 
     @torch.no_grad()
     def load_trainable(self, tensors: dict[str, torch.Tensor], where: str = "checkpoint"):
+        """Copy saved adapters and memory tokens in, refusing any missing, extra or misshapen one."""
         own = self.trainable_state_dict()
         if set(tensors) != set(own):
             raise ValueError(f"{where}: tensors do not match this configuration: missing "
@@ -596,8 +597,7 @@ class CLaRa(nn.Module):
             own[name].copy_(value)
 
 
-def _fingerprint(model) -> dict:
-    """What must match for adapters to fit a backbone: its architecture's sizes."""
+def _fingerprint(model) -> dict:  # what must match for adapters to fit a backbone
     c = model.config
     return {"model_type": c.model_type, "hidden_size": c.hidden_size,
             "num_hidden_layers": c.num_hidden_layers, "vocab_size": c.vocab_size}

@@ -70,3 +70,13 @@ def test_curriculum_grows_passage_prefixes_to_the_whole_passage():
                                         row["doc"]]
     for d in docs:
         assert d["kind"] == "paraphrase" and d["answers"] == [d["doc"]], "target is the prefix itself"
+
+
+def test_stage_3_warns_when_stage_2_ended_without_a_gap(tmp_path, capsys):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(json.dumps({"stage": "instruct", "gap": 0.6}) + "\n" + json.dumps({"stage": "instruct", "gap": 0.001}) + "\n")
+    train.warn_if_no_gap(str(path))
+    assert "no measurable information" in capsys.readouterr().out
+    path.write_text(json.dumps({"stage": "instruct", "gap": 0.3}) + "\n")
+    train.warn_if_no_gap(str(path))
+    assert capsys.readouterr().out == ""

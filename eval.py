@@ -37,7 +37,7 @@ import corpus
 import data
 import metrics
 from clara import CLaRa
-from train import load_tensors, pick_device
+from train import VectorCache, load_tensors, pick_device
 
 SETTINGS = ("closed-book", "text-rag", "compressed", "end-to-end", "rerank", "efficiency")
 RECALL_AT = (1, 3, 5)
@@ -134,29 +134,6 @@ def batched(rows, size, fn):
     return out
 
 
-class Vectors:
-    """Every distinct candidate passage compressed once (theta_c is fixed here, as in stage 3),
-    then looked up by text: B lists of n passages -> (B, n, l, D)."""
-
-    def __init__(self, model, rows, batch_size):
-        passages = sorted({d for r in rows for d in r["docs"]})
-        self.index = {p: i for i, p in enumerate(passages)}
-        chunks = []
-        for start in range(0, len(passages), batch_size):
-            chunk = passages[start:start + batch_size]
-            try:
-                chunks.append(model.compress(chunk))  # (b, l, D)
-            except RuntimeError as err:  # e.g. out of memory: say which rows' passages
-                where = [r["where"] for r in rows if set(chunk) & set(r["docs"])]
-                raise RuntimeError(f"compressing candidates of {', '.join(where[:5])}"
-                                   f"{' ...' if len(where) > 5 else ''}: {err}") from err
-        self.vectors = torch.cat(chunks)  # (U, l, D) for U distinct passages
-
-    def __call__(self, doc_lists):
-        idx = torch.tensor([[self.index[d] for d in docs] for docs in doc_lists])  # (B, n)
-        return self.vectors[idx.to(self.vectors.device)]  # (B, n, l, D)
-
-
 # --- scores --------------------------------------------------------------------------------------
 
 def answer_metrics(preds, rows, first_only):
@@ -209,7 +186,7 @@ def before_scores(model, rows, cache, args):
     try:
         now = model.trainable_state_dict()
         same = all(torch.equal(now[n], after[n]) for n in now if "compressor" in n or n == "memory_tokens")
-        own_cache = cache if same else Vectors(model, rows, args.batch_size)  # stage 3 froze theta_c
+        own_cache = cache if same else VectorCache(model, rows, batch_size=args.batch_size)  # stage 3 froze theta_c
         return query_scores(model, rows, own_cache, args.batch_size), before
     finally:
         model.load_trainable(after, args.ckpt)
@@ -253,7 +230,7 @@ def compress_candidates(model, rows, args, device):
     model.compress([rows[0]["docs"][0]])  # warm-up before the clock
     sync(device)
     t0 = time.perf_counter()
-    cache = Vectors(model, rows, args.batch_size)
+    cache = VectorCache(model, rows, batch_size=args.batch_size)
     sync(device)
     seconds = time.perf_counter() - t0
     return cache, {"passages": len(cache.index), "seconds": seconds, "batch_size": args.batch_size,

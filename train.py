@@ -180,24 +180,31 @@ def pretrain_batch(rows):
 
 
 class VectorCache:
-    """Stage 3: the compressor is frozen, so each distinct passage is compressed once (DESIGN.md
-    section 4); a step then costs one query encoding and one generator pass, whatever N is."""
+    """Stage 3 and eval: the compressor is frozen, so each distinct passage is compressed once
+    (DESIGN.md section 4); a step then costs one query encoding and one generator pass, whatever
+    N is. Built from rows (their first n docs), looked up by text: B lists of n passages -> (B, n, l, D)."""
 
-    def __init__(self, model, rows_lists, n, batch_size=16):
-        passages = sorted({d for rows in rows_lists for r in rows for d in r["docs"][:n]})
+    def __init__(self, model, rows, n=None, batch_size=16):
+        passages = sorted({d for r in rows for d in r["docs"][:n]})
         self.index = {p: i for i, p in enumerate(passages)}
         was_training = model.training
         model.eval()
         chunks = []
         with torch.no_grad():
             for i in tqdm(range(0, len(passages), batch_size), desc="compress candidates", leave=False):
-                chunks.append(model.compress(passages[i:i + batch_size]))  # (b, l, D)
+                chunk = passages[i:i + batch_size]
+                try:
+                    chunks.append(model.compress(chunk))  # (b, l, D)
+                except RuntimeError as err:  # e.g. out of memory: say which rows' passages
+                    where = [r["where"] for r in rows if set(chunk) & set(r["docs"])]
+                    raise RuntimeError(f"compressing candidates of {', '.join(where[:5])}"
+                                       f"{' ...' if len(where) > 5 else ''}: {err}") from err
         model.train(was_training)
         self.vectors = torch.cat(chunks)  # (U, l, D) for U distinct passages
 
-    def __call__(self, rows, n):
-        idx = torch.tensor([[self.index[d] for d in r["docs"][:n]] for r in rows])  # (B, N)
-        return self.vectors[idx.to(self.vectors.device)]  # (B, N, l, D)
+    def __call__(self, doc_lists):
+        idx = torch.tensor([[self.index[d] for d in docs] for docs in doc_lists])  # (B, n)
+        return self.vectors[idx.to(self.vectors.device)]  # (B, n, l, D)
 
 
 # --- one stage -----------------------------------------------------------------------------------
@@ -208,7 +215,7 @@ def stage_loss(model, stage, rows, args, cache=None, shuffle=False):
     if stage == "instruct":
         return model.instruct_loss([r["question"] for r in rows], [r["docs"][:args.instruct_k] for r in rows],
                                    [r["answer"] for r in rows], shuffle=shuffle)
-    return model.e2e_loss([r["question"] for r in rows], cache(rows, args.n_candidates),
+    return model.e2e_loss([r["question"] for r in rows], cache([r["docs"][:args.n_candidates] for r in rows]),
                           [r["answer"] for r in rows])
 
 
@@ -304,7 +311,7 @@ def run_stage(model, stage, args, sources, device, autocast, log):
     cache = None
     if stage == "e2e":
         t0 = time.time()
-        cache = VectorCache(model, [rows, held], args.n_candidates)
+        cache = VectorCache(model, rows + held, args.n_candidates)
         print(f"stage e2e: cached {len(cache.index)} passages' vectors in {time.time() - t0:.1f} s")
     order = random.Random(args.seed + i)
     for _ in range(start * args.grad_accum):  # replay the batches already seen, so a resumed run

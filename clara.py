@@ -106,7 +106,6 @@ def _smollm2_dir() -> str:
 @lru_cache(maxsize=None)
 def _gguf_tokenizer(directory: str, gguf_file: str):
     from transformers import AutoTokenizer  # imported here so `import clara` stays instant
-
     return AutoTokenizer.from_pretrained(directory, gguf_file=gguf_file)  # ~8 s, so cached
 
 
@@ -120,7 +119,6 @@ def load_backbone(name: str = "smollm2-135m", dtype: torch.dtype = torch.float32
             "HuggingFaceTB/SmolLM2-135M-Instruct".
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
     if name == "tiny":
         tokenizer = _gguf_tokenizer(_smollm2_dir(), SMOLLM2_GGUF)
         cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
@@ -402,9 +400,9 @@ class CLaRa(nn.Module):
         self._token_ids(questions, 10**9, "questions")  # type and emptiness checks
         if docs is not None and len(docs) != len(questions):
             raise ValueError(f"{len(questions)} questions but documents for {len(docs)}")
-        if targets is not None and len(targets) != len(questions):
-            raise ValueError(f"{len(questions)} questions but {len(targets)} targets")
         if targets is not None:
+            if len(targets) != len(questions):
+                raise ValueError(f"{len(questions)} questions but {len(targets)} targets")
             self._token_ids(targets, 10**9, "targets")
 
     def generator_loss(self, questions: list[str], doc_vecs: torch.Tensor | None,
@@ -432,6 +430,8 @@ class CLaRa(nn.Module):
     @torch.no_grad()
     def _greedy(self, prompts: list[torch.Tensor], max_new_tokens: int) -> list[str]:
         """Greedy decoding with a KV cache from left-padded prompt embeddings (B, T, D)."""
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         T = max(len(p) for p in prompts)
         x = torch.stack([F.pad(p, (0, 0, T - len(p), 0)) for p in prompts])  # left-pad (B, T, D)
         mask = torch.stack([F.pad(torch.ones(len(p), dtype=torch.long, device=self.device),
@@ -452,11 +452,9 @@ class CLaRa(nn.Module):
                 pos = pos[:, -1:] + 1
                 out = self.backbone(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos,
                                     past_key_values=out.past_key_values, use_cache=True)
-        answers = []
-        for row in torch.stack(tokens, 1).tolist() if tokens else [[] for _ in prompts]:
-            cut = next((i for i, t in enumerate(row) if t in self._chat["stop"]), len(row))
-            answers.append(self.tokenizer.decode(row[:cut], skip_special_tokens=True).strip())
-        return answers
+        rows = torch.stack(tokens, 1).tolist()  # (B, steps); cut each row at its first stop token
+        cuts = [next((i for i, t in enumerate(r) if t in self._chat["stop"]), len(r)) for r in rows]
+        return [self.tokenizer.decode(r[:c], skip_special_tokens=True).strip() for r, c in zip(rows, cuts)]
 
     @torch.no_grad()
     def generate(self, questions: list[str], docs=None, max_new_tokens: int = 32,
@@ -551,26 +549,23 @@ class CLaRa(nn.Module):
     def save(self, directory: str):
         """Write config.json and adapters.safetensors (3 adapters + memory tokens), atomically."""
         from safetensors.torch import save_file
-
         os.makedirs(directory, exist_ok=True)
         meta = {"config": asdict(self.config), "backbone": _fingerprint(self.backbone)}
         tensors = {n: p.detach().cpu().contiguous() for n, p in self.trainable_state_dict().items()}
-        for name, write in (("adapters.safetensors", lambda f: save_file(tensors, f)),
-                            ("config.json", lambda f: open(f, "w").write(json.dumps(meta, indent=2)))):
-            tmp = os.path.join(directory, name + ".tmp")
-            write(tmp)
-            os.replace(tmp, os.path.join(directory, name))  # never a half-written file
+        save_file(tensors, os.path.join(directory, "adapters.safetensors.tmp"))
+        with open(os.path.join(directory, "config.json.tmp"), "w") as f:
+            json.dump(meta, f, indent=2)
+        for name in ("adapters.safetensors", "config.json"):  # rename last: never a half-written file
+            os.replace(os.path.join(directory, name + ".tmp"), os.path.join(directory, name))
 
     @classmethod
     def load(cls, directory: str, backbone=None) -> "CLaRa":
         """Rebuild from save(): backbone = (model, tokenizer) or None to load config.backbone."""
         from safetensors.torch import load_file  # safe: tensors only, no pickle
-
         path = os.path.join(directory, "config.json")
         with open(path) as f:
             meta = json.load(f)
-        known = {f.name for f in fields(CLaRaConfig)}
-        unknown = set(meta["config"]) - known
+        unknown = set(meta["config"]) - {f.name for f in fields(CLaRaConfig)}
         if unknown:
             raise ValueError(f"{path}: unknown config fields {sorted(unknown)}")
         config = CLaRaConfig(**meta["config"])
@@ -598,6 +593,5 @@ class CLaRa(nn.Module):
 
 
 def _fingerprint(model) -> dict:  # what must match for adapters to fit a backbone
-    c = model.config
-    return {"model_type": c.model_type, "hidden_size": c.hidden_size,
-            "num_hidden_layers": c.num_hidden_layers, "vocab_size": c.vocab_size}
+    keys = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")
+    return {k: getattr(model.config, k) for k in keys}

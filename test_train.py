@@ -80,3 +80,24 @@ def test_stage_3_warns_when_stage_2_ended_without_a_gap(tmp_path, capsys):
     path.write_text(json.dumps({"stage": "instruct", "gap": 0.3}) + "\n")
     train.warn_if_no_gap(str(path))
     assert capsys.readouterr().out == ""
+
+
+def test_pretrain_kinds_picks_the_scp_rows_of_stage_1(tmp_path):
+    args = train.parse_args(SMALL + ["--out", str(tmp_path), "--pretrain-kinds", "paraphrase"])
+    rows, held = train.load_stage_rows(args, "pretrain", train.resolve_sources(args))
+    assert rows and held and {r["kind"] for r in rows + held} == {"paraphrase"}
+    args = train.parse_args(SMALL + ["--out", str(tmp_path), "--pretrain-kinds", "summary"])
+    with pytest.raises(SystemExit, match="no rows of kinds"):
+        train.load_stage_rows(args, "pretrain", train.resolve_sources(args))
+
+
+def test_compressor_lr_mult_gives_theta_c_and_mem_their_own_learning_rate():
+    from clara import CLaRaConfig, load_backbone
+    model = CLaRa(*load_backbone("tiny"), CLaRaConfig(backbone="tiny"))
+    groups = train.param_groups(model, train.trainable(model, "pretrain"), 1e-3, 5.0)
+    fast, slow = groups
+    assert fast["lr"] == 5e-3 and slow["lr"] == 1e-3
+    assert any(p is model.memory_tokens for p in fast["params"])
+    assert len(fast["params"]) == len(slow["params"]) + 1  # theta_c's A, B per layer + MEM vs theta_g's
+    e2e = train.param_groups(model, train.trainable(model, "e2e"), 1e-3, 5.0)
+    assert len(e2e) == 1 and e2e[0]["lr"] == 1e-3, "stage 3 trains no compressor parameter"

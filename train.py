@@ -78,6 +78,10 @@ def parse_args(argv=None):
                    help="theta_qr start for stage 3 (paper Table 14: compressor copy is better)")
     p.add_argument("--curriculum", type=int, default=0, metavar="STEPS",
                    help="stage 1 starts with STEPS steps of repeating growing passage prefixes")
+    p.add_argument("--pretrain-kinds", default="qa,paraphrase",
+                   help="which SCP rows stage 1 trains on (data_type values, comma-separated)")
+    p.add_argument("--compressor-lr-mult", type=float, default=1.0,
+                   help="learning rate of theta_c and the MEM embeddings = this x the stage's lr")
     p.add_argument("--limit", type=int, default=0, help="use at most this many training rows per stage")
     p.add_argument("--eval-rows", type=int, default=8, help="held-out rows for the logged diagnostics")
     p.add_argument("--log-every", type=int, default=10)
@@ -141,9 +145,14 @@ def load_stage_rows(args, stage, sources):
     """Training rows and held-out rows (from the *_heldout file, else the last --eval-rows rows)."""
     train_src, eval_src = sources[stage]
     rows = data.load_rows(train_src, stage)
-    if eval_src is not None:
-        held = data.load_rows(eval_src, stage)
-    else:  # hold out the tail of the training data; it is never trained on
+    held = data.load_rows(eval_src, stage) if eval_src is not None else None
+    if stage == "pretrain":
+        kinds = set(args.pretrain_kinds.split(","))
+        rows = [r for r in rows if r["kind"] in kinds]
+        held = held if held is None else [r for r in held if r["kind"] in kinds]
+        if not rows:
+            raise SystemExit(f"{train_src}: no rows of kinds {sorted(kinds)} (--pretrain-kinds)")
+    if held is None:  # hold out the tail of the training data; it is never trained on
         if len(rows) <= args.eval_rows:
             raise SystemExit(f"{train_src}: {len(rows)} rows, too few to hold out {args.eval_rows}")
         rows, held = rows[:-args.eval_rows], rows[-args.eval_rows:]
@@ -266,6 +275,16 @@ def trainable(model, stage):
     return params
 
 
+def param_groups(model, params, lr, compressor_lr_mult=1.0):
+    """Optimiser groups: theta_c and the MEM embeddings at lr x compressor_lr_mult, the rest at lr
+    (a knob for the compressor/generator race of DESIGN.md section 8; 1.0 = one lr, as the paper)."""
+    fast = {id(p) for layer in model.lora_layers for p in (layer.lora_A["compressor"], layer.lora_B["compressor"])}
+    fast.add(id(model.memory_tokens))
+    groups = [{"params": [p for p in params if id(p) in fast], "lr": lr * compressor_lr_mult},
+              {"params": [p for p in params if id(p) not in fast], "lr": lr}]
+    return [g for g in groups if g["params"]]
+
+
 def load_tensors(directory):
     from safetensors.torch import load_file  # tensors only: no pickle
 
@@ -287,7 +306,7 @@ def run_stage(model, stage, args, sources, device, autocast, log):
     print(f"stage {stage}: {len(rows)} training rows, {len(held)} held-out rows; trains "
           f"{', '.join(TRAINS[stage])}; {steps} steps x batch {bs} x accum {args.grad_accum}, lr {lr:g} {schedule}")
     params = trainable(model, stage)
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(param_groups(model, params, lr, args.compressor_lr_mult), weight_decay=0.0)
     warm = min(args.warmup, steps // 5)
 
     def lr_at(step):  # linear warm-up, then cosine to 10% or constant
@@ -336,7 +355,7 @@ def run_stage(model, stage, args, sources, device, autocast, log):
         done = step + 1
         if done % args.log_every == 0 or done == steps:
             ms = 1000 * (time.time() - t_last) / (done - last_logged)  # training time only
-            rec = {"stage": stage, "step": done, "loss": out["loss"].item(), "lr": sched.get_last_lr()[0],
+            rec = {"stage": stage, "step": done, "loss": out["loss"].item(), "lr": sched.get_last_lr()[-1],
                    "ms_per_step": ms}
             if "mse" in out:
                 rec["mse"] = out["mse"].item()

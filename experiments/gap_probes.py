@@ -36,7 +36,7 @@ def init_layers(args):
     rows = [r for r in corpus.pretrain_rows(corpus.build_world(0), "heldout") if r["data_type"] == "paraphrase"][:8]
     docs, targets = [r["docs"][0] for r in rows], [r["answers"][0] for r in rows]
     model = clara.CLaRa(*clara.load_backbone(args.backbone), clara.CLaRaConfig(backbone=args.backbone))
-    for layer in (-1, -2, -4, -8, -16):
+    for layer in args.layers:
         for rescale in (True, False):
             model.config.memory_layer, model.config.rescale_memory = layer, rescale
             own, sh = [sum(x) / 2 for x in zip(gap(model, docs[:4], targets[:4]), gap(model, docs[4:], targets[4:]))]
@@ -75,5 +75,7 @@ if __name__ == "__main__":
     p.add_argument("probe", choices=("init-layers", "overfit", "frozen-generator"))
     p.add_argument("--backbone", default="smollm2-135m")
     p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--layers", type=int, nargs="+", default=[-1, -2, -4, -8, -16, 8, 4, 2, 1],
+                   help="init-layers: the memory_layer values to try")
     a = p.parse_args()
     {"init-layers": init_layers, "overfit": overfit, "frozen-generator": frozen_generator}[a.probe](a)

@@ -1,0 +1,46 @@
+"""Real text for issue 5: split the official SCP sample (Wikipedia passages with QA pairs) into
+stage-1 rows (passages 1-700), stage-2 rows (one question per passage 1-700, its passage as the
+single document) and evaluation rows (the first question of each of passages 701-800, never
+trained on), in the official JSONL formats. The file is not part of the repository.
+
+    python experiments/real_text.py --input ../shared/data/scp_sample_800.jsonl --out runs/real/data
+    bash experiments/real_text.sh        # the whole run: this, stage 1, stage 2, eval
+"""
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import data  # noqa: E402
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--input", required=True, help="SCP pretraining JSONL (official format)")
+    p.add_argument("--out", required=True, help="directory for pretrain/instruct/eval JSONL")
+    p.add_argument("--n-train", type=int, default=700, help="passages 1..n-train train; the rest evaluate")
+    args = p.parse_args(argv)
+    rows = data.load_rows(args.input, "pretrain")  # validated: file:line errors on bad rows
+    if len(rows) <= args.n_train:
+        raise SystemExit(f"{args.input}: {len(rows)} rows, need more than --n-train {args.n_train}")
+    qa = [r for r in rows if r["kind"] == "qa"]
+    if len(qa) != len(rows):
+        raise SystemExit(f"{args.input}: expected only qa rows, found {len(rows) - len(qa)} others")
+
+    def single(r):  # the passage's first QA pair, its passage the only document
+        return {"question": r["questions"][0], "docs": [r["doc"]], "answer": r["answers"][0]}
+
+    out = {"pretrain": [{"data_type": "qa", "question": r["questions"], "answers": r["answers"],
+                         "docs": [r["doc"]]} for r in rows[:args.n_train]],
+           "instruct": [{**single(r), "gold_answer": r["answers"][0]} for r in rows[:args.n_train]],
+           "eval": [{**single(r), "pos_index": [0]} for r in rows[args.n_train:]]}
+    os.makedirs(args.out, exist_ok=True)
+    for name, items in out.items():
+        with open(os.path.join(args.out, f"{name}.jsonl"), "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(x, ensure_ascii=False) + "\n" for x in items)
+        print(f"{os.path.join(args.out, name + '.jsonl')}: {len(items)} rows")
+
+
+if __name__ == "__main__":
+    main()

@@ -4,12 +4,16 @@ figures can be re-run. Each prints held-out or training losses with own and shuf
     python experiments/gap_probes.py init-layers            # gap at initialisation, per memory layer
     python experiments/gap_probes.py overfit                # 8 fixed sentences: does the path carry them?
     python experiments/gap_probes.py frozen-generator       # stage 1 with the generator frozen (60 steps)
+    python experiments/gap_probes.py codeword --position random --steps 60   # one code word of 20
+    python experiments/gap_probes.py codeword --position end --steps 40      # ... just before the MEM tokens
+    python experiments/gap_probes.py single-qa --steps 40   # stage-2 format, only the gold passage
     python experiments/gap_probes.py overfit --backbone tiny --steps 10   # a quick check of the script
 
 Other probes of the notes are train.py flags: `--curriculum 60`, `--memory-layer 8`.
 """
 import argparse
 import os
+import random
 import sys
 import tempfile
 
@@ -70,12 +74,69 @@ def frozen_generator(args):
                 "--steps", str(args.steps), "1", "1", "--log-every", "10"])
 
 
+WORDS = ("apple river candle mirror tiger violet anchor bishop copper dragon falcon garden harbor island "
+         "jacket lantern marble needle orange pepper").split()
+
+
+def _instruct_probe(args, train_rows, held_rows):
+    """Train theta_c, theta_g and MEM on (question, [docs], answer) rows, --batch-size, lr 1e-3 (x
+    --compressor-lr-mult for theta_c and MEM); print the held-out own/shuffled answer loss."""
+    torch.manual_seed(0)
+    rng = random.Random(0)
+    model = clara.CLaRa(*clara.load_backbone(args.backbone),
+                        clara.CLaRaConfig(backbone=args.backbone, lora_dropout=0.0))
+    params = train.trainable(model, "pretrain")
+    opt = torch.optim.AdamW(train.param_groups(model, params, 1e-3, args.compressor_lr_mult), weight_decay=0.0)
+    cols = lambda rows: ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+    for step in range(args.steps):
+        loss = model.instruct_loss(*cols(rng.sample(train_rows, args.batch_size)))["loss"]
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if (step + 1) % 10 == 0:
+            model.eval()
+            with torch.no_grad():
+                batches = [cols(held_rows[i:i + 8]) for i in range(0, len(held_rows), 8)]
+                own = sum(model.instruct_loss(*b)["ce"].item() for b in batches) / len(batches)
+                sh = sum(model.instruct_loss(*b, shuffle=True)["ce"].item() for b in batches) / len(batches)
+            model.train()
+            print(f"step {step + 1:3d}: held-out own {own:.3f} shuffled {sh:.3f} gap {sh - own:+.3f}", flush=True)
+
+
+def codeword(args):
+    """DESIGN.md section 8's toy inside real corpus passages: "The code word is X" (X one of 20)
+    inserted at a random sentence boundary or at the end; question "What is the code word?"."""
+    def make(rows, rng):
+        out = []
+        for r in rows:
+            sentences, word = r["docs"][0].split(". "), rng.choice(WORDS)
+            i = len(sentences) if args.position == "end" else rng.randrange(len(sentences))
+            sentences.insert(i, f"The code word is {word}")
+            out.append(("What is the code word?", [". ".join(sentences)], word))
+        return out
+    world = corpus.build_world(0)
+    rows = {s: [r for r in corpus.pretrain_rows(world, s) if r["data_type"] == "paraphrase"] for s in ("train", "heldout")}
+    _instruct_probe(args, make(rows["train"], random.Random(0)), make(rows["heldout"], random.Random(1))[:32])
+
+
+def single_qa(args):
+    """Stage-2 rows of the corpus with only the gold passage (k = 1): the code-word task with real facts."""
+    world = corpus.build_world(0)
+    pick = lambda rows: [(r["question"], [r["docs"][r["pos_index"][0]]], r["answer"]) for r in rows]
+    _instruct_probe(args, pick(corpus.instruct_rows(world, "train")), pick(corpus.instruct_rows(world, "heldout"))[:32])
+
+
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("probe", choices=("init-layers", "overfit", "frozen-generator"))
+    p.add_argument("probe", choices=("init-layers", "overfit", "frozen-generator", "codeword", "single-qa"))
+    p.add_argument("--position", choices=("random", "end"), default="random", help="codeword: where X goes")
+    p.add_argument("--compressor-lr-mult", type=float, default=1.0)
+    p.add_argument("--batch-size", type=int, default=4, help="codeword, single-qa")
     p.add_argument("--backbone", default="smollm2-135m")
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--layers", type=int, nargs="+", default=[-1, -2, -4, -8, -16, 8, 4, 2, 1],
                    help="init-layers: the memory_layer values to try")
     a = p.parse_args()
-    {"init-layers": init_layers, "overfit": overfit, "frozen-generator": frozen_generator}[a.probe](a)
+    {"init-layers": init_layers, "overfit": overfit, "frozen-generator": frozen_generator,
+     "codeword": codeword, "single-qa": single_qa}[a.probe](a)

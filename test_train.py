@@ -101,3 +101,13 @@ def test_compressor_lr_mult_gives_theta_c_and_mem_their_own_learning_rate():
     assert len(fast["params"]) == len(slow["params"]) + 1  # theta_c's A, B per layer + MEM vs theta_g's
     e2e = train.param_groups(model, train.trainable(model, "e2e"), 1e-3, 5.0)
     assert len(e2e) == 1 and e2e[0]["lr"] == 1e-3, "stage 3 trains no compressor parameter"
+
+
+def test_init_may_change_the_selection_settings_but_not_the_shapes(tmp_path):
+    args = SMALL + ["--steps", "1", "1", "1"]
+    train.main(args + ["--stage", "pretrain", "--out", str(tmp_path / "a")])
+    init = ["--init", str(tmp_path / "a" / "pretrain")]
+    train.main(args + ["--stage", "instruct", "--out", str(tmp_path / "b"), "--temperature", "1.0", "--gumbel"] + init)
+    assert CLaRa.load(tmp_path / "b" / "instruct").config.temperature == 1.0
+    with pytest.raises(SystemExit, match="compression_rate saved 16 now 8"):
+        train.main(args + ["--stage", "instruct", "--out", str(tmp_path / "c"), "--compression-rate", "8"] + init)

@@ -399,12 +399,18 @@ def warn_if_no_gap(metrics_path, threshold=0.01):
               f"information yet, so stage 3 has no signal to train the reranker with")
 
 
-def check_resume_config(args, path):
-    """A resumed run must have the same method configuration as the checkpoint."""
+# Settings of stage 3's selection and of dropout: a run started with --init may change them, as
+# they change no tensor of the checkpoint (e.g. the temperature ablation starts from one checkpoint).
+INIT_MAY_CHANGE = ("top_k", "temperature", "gumbel", "lora_dropout")
+
+
+def check_resume_config(args, path, may_change=()):
+    """A resumed run must have the same method configuration as the checkpoint (a run started
+    from one with --init: the same except the fields in may_change)."""
     with open(path) as f:
         saved = json.load(f)["config"]
     now = asdict(clara_config(args))
-    diff = {k: (saved.get(k), now[k]) for k in now if saved.get(k) != now[k]}
+    diff = {k: (saved.get(k), now[k]) for k in now if saved.get(k) != now[k] and k not in may_change}
     if diff:
         raise SystemExit(f"{path}: checkpoint configuration differs from this run: "
                          + ", ".join(f"{k} saved {a!r} now {b!r}" for k, (a, b) in diff.items()))
@@ -429,7 +435,7 @@ def main(argv=None):
     print(f"backbone {args.backbone} loaded in {time.time() - t0:.1f} s; l = {model.config.n_memory} memory "
           f"tokens of D = {model.memory_tokens.shape[1]}")
     if args.init:
-        check_resume_config(args, os.path.join(args.init, "config.json"))
+        check_resume_config(args, os.path.join(args.init, "config.json"), INIT_MAY_CHANGE)
         model.load_trainable(load_tensors(args.init), args.init)
         print(f"started from checkpoint {args.init}")
     metrics_path = os.path.join(args.out, "metrics.jsonl")

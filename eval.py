@@ -43,7 +43,7 @@ SETTINGS = ("closed-book", "text-rag", "compressed", "end-to-end", "rerank", "ef
 RECALL_AT = (1, 3, 5)
 # fields that change what the compressor and query reasoner compute: "before" must match "after"
 ENCODING_FIELDS = ("backbone", "doc_max_len", "compression_rate", "query_max_len", "memory_layer",
-                   "rescale_memory", "lora_r", "lora_alpha")
+                   "memory_norm", "lora_r", "lora_alpha")
 
 
 def parse_args(argv=None):

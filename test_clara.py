@@ -89,11 +89,29 @@ def test_compression_does_not_depend_on_batch_padding():
 
 
 def test_memory_vectors_are_rescaled_to_embedding_norm():
-    model = tiny_clara()
+    model = tiny_clara(memory_norm="rescale")
     norms = model.compress(DOCS).norm(dim=-1)
     torch.testing.assert_close(norms, torch.full_like(norms, model.embed_norm.item()))
-    raw = tiny_clara(rescale_memory=False).compress(DOCS).norm(dim=-1)
-    assert not torch.allclose(raw, norms), "rescale_memory=False must leave the norms as they are"
+    raw = tiny_clara(memory_norm="none").compress(DOCS).norm(dim=-1)
+    assert not torch.allclose(raw, norms), "memory_norm='none' must leave the norms as they are"
+
+
+def test_standardize_maps_calibration_states_to_embedding_statistics():
+    """memory_norm="standardize": on CALIBRATION_TEXT itself, every dimension of the mapped states
+    has the mean and std of the input embeddings (the definition of the map)."""
+    model = tiny_clara()
+    assert model.config.memory_norm == "standardize"
+    ids = model.tokenizer(clara.CALIBRATION_TEXT, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        h = model.backbone.base_model(input_ids=ids, output_hidden_states=True).hidden_states[-2][0, 1:]
+    mapped = h * model.memory_scale + model.memory_shift  # (T - 1, D)
+    emb = model.backbone.get_input_embeddings().weight
+    torch.testing.assert_close(mapped.mean(0), emb.mean(0), atol=1e-4, rtol=1e-3)
+    torch.testing.assert_close(mapped.std(0), emb.std(0), atol=1e-4, rtol=1e-3)
+    raw = tiny_clara(memory_norm="none")
+    torch.testing.assert_close(model.compress(DOCS), raw.compress(DOCS) * model.memory_scale + model.memory_shift)
+    with pytest.raises(ValueError, match="memory_norm"):
+        clara.CLaRaConfig(memory_norm="whiten")
 
 
 def test_mse_term_matches_its_definition():
@@ -106,7 +124,7 @@ def test_mse_term_matches_its_definition():
         x = torch.cat([model.backbone.get_input_embeddings()(ids), model.memory_tokens])[None]
         with model.adapter("compressor"):
             h = model.backbone.base_model(inputs_embeds=x, output_hidden_states=True).hidden_states[-2][0]
-        h = h / h.norm(dim=-1, keepdim=True) * model.embed_norm  # the space the generator reads
+        h = h * model.memory_scale + model.memory_shift  # the space the generator reads
         doc_means.append(h[:-l].mean(0))
         mem_means.append(h[-l:].mean(0))
     ref = ((torch.stack(doc_means) - torch.stack(mem_means)) ** 2).mean()

@@ -71,7 +71,8 @@ def parse_args(argv=None):
     p.add_argument("--gumbel", action="store_true")
     p.add_argument("--mse-weight", type=float, default=0.1, help="lambda")
     p.add_argument("--memory-layer", type=int, default=-2)
-    p.add_argument("--no-rescale-memory", action="store_true")
+    p.add_argument("--memory-norm", choices=("none", "rescale", "standardize"), default="standardize",
+                   help="how memory states become generator inputs (clara.CLaRaConfig.memory_norm)")
     p.add_argument("--lora-r", type=int, default=16)
     p.add_argument("--lora-dropout", type=float, default=0.0)
     p.add_argument("--qr-init", choices=("compressor", "scratch"), default="compressor",
@@ -97,7 +98,7 @@ def clara_config(args) -> CLaRaConfig:
                        temperature=args.temperature, gumbel=args.gumbel, lora_r=args.lora_r,
                        lora_alpha=2 * args.lora_r, lora_dropout=args.lora_dropout,
                        mse_weight=args.mse_weight, memory_layer=args.memory_layer,
-                       rescale_memory=not args.no_rescale_memory)
+                       memory_norm=args.memory_norm)
 
 
 def pick_device():

@@ -42,10 +42,11 @@ def init_layers(args):
     docs, targets = [r["docs"][0] for r in rows], [r["answers"][0] for r in rows]
     model = clara.CLaRa(*clara.load_backbone(args.backbone), clara.CLaRaConfig(backbone=args.backbone))
     for layer in args.layers:
-        for rescale in (True, False):
-            model.config.memory_layer, model.config.rescale_memory = layer, rescale
+        for norm in clara.MEMORY_NORMS:
+            model.config.memory_layer, model.config.memory_norm = layer, norm
+            model.calibrate_memory_norm()
             own, sh = [sum(x) / 2 for x in zip(gap(model, docs[:4], targets[:4]), gap(model, docs[4:], targets[4:]))]
-            print(f"layer {layer:3d} rescale {rescale}: own {own:.3f} shuffled {sh:.3f} gap {sh - own:+.3f}")
+            print(f"layer {layer:3d} {norm:11s}: own {own:.3f} shuffled {sh:.3f} gap {sh - own:+.3f}")
 
 
 def overfit(args):

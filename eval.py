@@ -13,7 +13,8 @@ the same generator adapter (theta_g), the same prompt and the same greedy decodi
     shuffled     control of compressed: each question reads the vectors of another question's k
                  passages. The gap compressed - shuffled is what the vectors carry (DESIGN.md
                  section 8); no gap means the answers come from style and priors, not the passages.
-    end-to-end   the query reasoner scores all N candidates, its top k go to the generator (Sec. 3).
+    end-to-end   the query reasoner scores all N candidates, its top k go to the generator (Sec. 3);
+                 with its own shuffled control (another question's picked vectors).
 The k passages of text-rag and compressed are the positives (pos_index) plus the first
 non-positive candidates until there are k, in candidate order: the same oracle passages, so the
 two settings differ only in how the passages reach the generator.
@@ -250,7 +251,10 @@ def answer_settings(model, rows, passages, cache, picks, args):
         runs["compressed"] = lambda idx: cache([passages[i] for i in idx])  # (B, k, l, D)
         runs["compressed-shuffled"] = lambda idx: cache([passages[donor[i]] for i in idx])
     if "end-to-end" in want:  # rerank + generate from cached vectors, as CLaRa.answer does
-        runs["end-to-end"] = lambda idx: cache([[rows[i]["docs"][c] for c in picks[i]] for i in idx])
+        picked = [[r["docs"][c] for c in cs] for r, cs in zip(rows, picks)]
+        e2e_donor = donors(rows, picked)  # its control: another question's picked vectors
+        runs["end-to-end"] = lambda idx: cache([picked[i] for i in idx])
+        runs["end-to-end-shuffled"] = lambda idx: cache([picked[e2e_donor[i]] for i in idx])
     return {name: batched(rows, args.batch_size, lambda idx: model.generate(
         [questions[i] for i in idx], docs(idx), T, docs_as_text=name == "text-rag"))
         for name, docs in runs.items()}
@@ -298,9 +302,10 @@ def evaluate(args):
     per_question = {}
     for name, p in preds.items():
         per_question[name], res["settings"][name] = answer_metrics(p, rows, args.first_alias_only)
-    if "compressed" in preds:
-        res["gap"] = {m: res["settings"]["compressed"][m] - res["settings"]["compressed-shuffled"][m]
-                      for m in ("em", "f1", "cem")}
+    for name, key in (("compressed", "gap"), ("end-to-end", "gap_end_to_end")):
+        if name in preds:  # what the vectors carry: own minus another question's vectors
+            res[key] = {m: res["settings"][name][m] - res["settings"][name + "-shuffled"][m]
+                        for m in ("em", "f1", "cem")}
     res["predictions"] = [
         {"where": r["where"], "question": r["question"], "answers": r["answers"], "passages": chosen[i],
          **({"end_to_end_picks": picks[i]} if picks else {}),
@@ -313,14 +318,15 @@ def print_report(res):
     print(f"\n{'setting (percent)':34s}{'EM':>7s}{'F1':>7s}{'CEM':>7s}")
     labels = {"closed-book": "closed-book (no documents)", "text-rag": "text RAG (k passages as text)",
               "compressed": "compressed (same k, as vectors)", "compressed-shuffled": "  shuffled control",
-              "end-to-end": "end-to-end (reasoner picks k of N)"}
+              "end-to-end": "end-to-end (reasoner picks k of N)", "end-to-end-shuffled": "  shuffled control"}
     for name, label in labels.items():
         if name in res["settings"]:
             row = res["settings"][name]
             print(f"{label:34s}" + "".join(f"{100 * row[m]:7.1f}" for m in ("em", "f1", "cem")))
-        if name == "compressed-shuffled" and "gap" in res:
-            print(f"{'  gap = compressed - shuffled':34s}" + "".join(f"{100 * res['gap'][m]:+7.1f}"
-                                                                  for m in ("em", "f1", "cem")))
+        gap = {"compressed-shuffled": "gap", "end-to-end-shuffled": "gap_end_to_end"}.get(name)
+        if gap in res:
+            print(f"{'  gap = own - shuffled':34s}" + "".join(f"{100 * res[gap][m]:+7.1f}"
+                                                           for m in ("em", "f1", "cem")))
     print(f"{res['questions']} questions, k = {res['k']}, {res['alias_rule']};\n{res['passages']}")
     if res["reranking"]:
         print(f"\n{'reranking the same N candidates':34s}{'MRR':>7s}"

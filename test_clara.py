@@ -429,6 +429,15 @@ def test_real_smollm2_runs_every_stage_and_answers_closed_book():
                     model.instruct_loss(["Who?"], [DOCS[:2]], ["Varel"]),
                     model.e2e_loss(["Who?"], [DOCS * 2], ["Varel"])):
             assert torch.isfinite(out["loss"]) and 0 < out["loss"].item() < 20
+    # Why memory_norm="standardize" (README, "Why the generator ignored the vectors"): one
+    # massive-activation dimension holds most of the raw states' squared norm; mapped, none does.
+    with torch.no_grad():
+        mapped = model.compress(DOCS)  # (N, l, D)
+        model.config.memory_norm = "none"
+        raw = model.compress(DOCS)
+        model.config.memory_norm = "standardize"
+    top_share = lambda v: (v.pow(2).amax(-1) / v.pow(2).sum(-1)).mean().item()
+    assert top_share(raw) > 0.5 and top_share(mapped) < 0.1, (top_share(raw), top_share(mapped))
     model.config.system_prompt = "Answer briefly."
     answer = model.generate(["What is the capital of France?"], None, max_new_tokens=12)[0]
     assert "paris" in answer.lower(), f"the untuned backbone should know this: {answer!r}"

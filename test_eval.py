@@ -50,12 +50,12 @@ def test_smoke_every_setting_and_baseline_gives_finite_numbers(run_dir, capsys):
                      "--device", "cpu", "--out", str(out)])
     res = json.loads(out.read_text())
     assert res["questions"] == 6 and res["k"] == 2, "k must default to the checkpoint's top_k"
-    for name in ("closed-book", "text-rag", "compressed", "compressed-shuffled", "end-to-end"):
+    for name in ("closed-book", "text-rag", "compressed", "compressed-shuffled", "end-to-end", "end-to-end-shuffled"):
         assert name in res["settings"], f"setting {name} missing from the results"
         for m in ("em", "f1", "cem"):
             v = res["settings"][name][m]
             assert math.isfinite(v) and 0 <= v <= 1, f"{name} {m} = {v}"
-    assert set(res["gap"]) == {"em", "f1", "cem"}
+    assert set(res["gap"]) == set(res["gap_end_to_end"]) == {"em", "f1", "cem"}
     for name in ("bm25", "before", "after"):
         r = res["reranking"][name]
         assert "skipped" not in r, f"reranking {name} was skipped: {r}"

@@ -52,7 +52,7 @@ def parse_args(argv=None):
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--init", default=None, help="start from this checkpoint (e.g. runs/x/instruct for --stage e2e)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, nargs=3, default=[100, 20, 40], metavar=("PRE", "INS", "E2E"),
+    p.add_argument("--steps", type=int, nargs=3, default=[60, 20, 30], metavar=("PRE", "INS", "E2E"),
                    help="optimizer steps per stage (pretrain instruct e2e); the defaults fit about 20 "
                         "minutes on a 2-core CPU with SmolLM2-135M")
     p.add_argument("--batch-size", type=int, nargs=3, default=[4, 4, 8], metavar=("PRE", "INS", "E2E"))

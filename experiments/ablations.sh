@@ -5,15 +5,17 @@
 # Usage: bash experiments/ablations.sh [reranker|compression]      (both: about 40 min on 2 CPU cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-D=runs/default
-A=runs/ablate
+D=${D:-runs/default}
+A=${A:-runs/ablate}
+NORM=${MEMORY_NORM:-standardize}   # MEMORY_NORM=rescale D=<a run of: python train.py --memory-norm rescale
+#                                    --steps 100 20 40> reproduces the figures measured before session 3
 HELD=$D/data/e2e_heldout.jsonl
 what=${1:-all}
 if [ "$what" = all ] || [ "$what" = reranker ]; then
   # top-k temperature, Gumbel noise, query-reasoner start (paper Table 14): stage 3 only, 40 x 8
   for row in "tau1 --temperature 1.0" "gumbel --gumbel" "scratch --qr-init scratch"; do
     set -- $row; name=$1; shift
-    python train.py --stage e2e --init $D/instruct --data $D/data --out $A/$name "$@"
+    python train.py --stage e2e --init $D/instruct --data $D/data --memory-norm $NORM --out $A/$name "$@"
     python eval.py --ckpt $A/$name/e2e --before $D/instruct --data $HELD --settings rerank \
         --out $A/$name/results.json
   done
@@ -24,7 +26,7 @@ if [ "$what" = all ] || [ "$what" = compression ]; then
   for row in "rate4 --compression-rate 4" "rate16 --compression-rate 16" "rate64 --compression-rate 64" \
              "nomse --mse-weight 0"; do
     set -- $row; name=$1; shift
-    python train.py --stage pretrain --data $D/data --steps 30 1 1 --out $A/$name "$@"
+    python train.py --stage pretrain --data $D/data --steps 30 1 1 --memory-norm $NORM --out $A/$name "$@"
     python eval.py --ckpt $A/$name/pretrain --data $HELD --limit 50 --settings compressed \
         --out $A/$name/results.json
   done

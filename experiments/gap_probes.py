@@ -49,13 +49,33 @@ def init_layers(args):
             print(f"layer {layer:3d} {norm:11s}: own {own:.3f} shuffled {sh:.3f} gap {sh - own:+.3f}")
 
 
+def massive_dims(args):
+    """No training: what the memory vectors of 8 held-out corpus passages look like under each
+    memory_norm. One massive-activation dimension dominates the raw residual stream (README, "Why
+    the generator ignored the vectors")."""
+    docs = [r["docs"][0] for r in corpus.pretrain_rows(corpus.build_world(0), "heldout")
+            if r["data_type"] == "paraphrase"][:8]
+    model = clara.CLaRa(*clara.load_backbone(args.backbone), clara.CLaRaConfig(backbone=args.backbone))
+    model.eval()
+    for norm in clara.MEMORY_NORMS:
+        model.config.memory_norm = norm
+        with torch.no_grad():
+            M = model.compress(docs)  # (8, l, D)
+        energy = M.pow(2).mean((0, 1))  # (D,) mean squared value per dimension
+        top = int(energy.argmax())
+        flat = torch.nn.functional.normalize(M.flatten(1), dim=-1)
+        cos = (flat @ flat.T)[~torch.eye(len(docs), dtype=torch.bool)].mean()
+        print(f"{norm:11s}: vector norm {M.norm(dim=-1).mean():7.2f} | largest dimension {top} holds "
+              f"{energy[top] / energy.sum():.0%} of the squared norm | cosine between passages {cos:.3f}")
+
+
 def overfit(args):
     """8 fixed first sentences, target = the sentence: the memorising route (lr 1e-3, batch 4)."""
     torch.manual_seed(0)
     rows = corpus.pretrain_rows(corpus.build_world(0), "train")[0:24:3]
     docs = [r["docs"][0].split(". ")[0] + "." for r in rows]
     model = clara.CLaRa(*clara.load_backbone(args.backbone),
-                        clara.CLaRaConfig(backbone=args.backbone, lora_dropout=0.0))
+                        clara.CLaRaConfig(backbone=args.backbone, lora_dropout=0.0, memory_norm=args.memory_norm))
     opt = torch.optim.Adam(list(model.trainable_state_dict().values()), lr=1e-3)
     for step in range(args.steps):
         batch = docs[(step % 2) * 4:(step % 2) * 4 + 4]
@@ -72,7 +92,7 @@ def frozen_generator(args):
     """Stage 1 training only the compressor and MEM embeddings; the default run's held-out gap."""
     train.TRAINS["pretrain"] = ("compressor", "memory")
     out = tempfile.mkdtemp(prefix="frozen_generator_")
-    train.main(["--stage", "pretrain", "--backbone", args.backbone, "--out", out,
+    train.main(["--stage", "pretrain", "--backbone", args.backbone, "--out", out, "--memory-norm", args.memory_norm,
                 "--steps", str(args.steps), "1", "1", "--log-every", "10"])
 
 
@@ -86,7 +106,7 @@ def _instruct_probe(args, train_rows, held_rows):
     torch.manual_seed(0)
     rng = random.Random(0)
     model = clara.CLaRa(*clara.load_backbone(args.backbone),
-                        clara.CLaRaConfig(backbone=args.backbone, lora_dropout=0.0))
+                        clara.CLaRaConfig(backbone=args.backbone, lora_dropout=0.0, memory_norm=args.memory_norm))
     params = train.trainable(model, "pretrain")
     opt = torch.optim.AdamW(train.param_groups(model, params, 1e-3, args.compressor_lr_mult), weight_decay=0.0)
     cols = lambda rows: ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
@@ -108,14 +128,16 @@ def _instruct_probe(args, train_rows, held_rows):
 
 def codeword(args):
     """DESIGN.md section 8's toy inside real corpus passages: "The code word is X" (X one of 20)
-    inserted at a random sentence boundary or at the end; question "What is the code word?"."""
+    inserted at a random sentence boundary or at the end, or as the whole passage ("bare");
+    question "What is the code word?"."""
     def make(rows, rng):
         out = []
         for r in rows:
             sentences, word = r["docs"][0].split(". "), rng.choice(WORDS)
             i = len(sentences) if args.position == "end" else rng.randrange(len(sentences))
             sentences.insert(i, f"The code word is {word}")
-            out.append(("What is the code word?", [". ".join(sentences)], word))
+            doc = f"The code word is {word}." if args.position == "bare" else ". ".join(sentences)
+            out.append(("What is the code word?", [doc], word))
         return out
     world = corpus.build_world(0)
     rows = {s: [r for r in corpus.pretrain_rows(world, s) if r["data_type"] == "paraphrase"] for s in ("train", "heldout")}
@@ -131,14 +153,18 @@ def single_qa(args):
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("probe", choices=("init-layers", "overfit", "frozen-generator", "codeword", "single-qa"))
-    p.add_argument("--position", choices=("random", "end"), default="random", help="codeword: where X goes")
+    p.add_argument("probe", choices=("init-layers", "massive-dims", "overfit", "frozen-generator", "codeword",
+                                     "single-qa"))
+    p.add_argument("--position", choices=("random", "end", "bare"), default="random",
+                   help="codeword: where X goes (bare: the sentence is the whole passage)")
     p.add_argument("--compressor-lr-mult", type=float, default=1.0)
     p.add_argument("--batch-size", type=int, default=4, help="codeword, single-qa")
     p.add_argument("--backbone", default="smollm2-135m")
+    p.add_argument("--memory-norm", choices=clara.MEMORY_NORMS, default="standardize",
+                   help="all but init-layers (which tries each); 'rescale' was the default before session 3")
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--layers", type=int, nargs="+", default=[-1, -2, -4, -8, -16, 8, 4, 2, 1],
                    help="init-layers: the memory_layer values to try")
     a = p.parse_args()
-    {"init-layers": init_layers, "overfit": overfit, "frozen-generator": frozen_generator,
+    {"init-layers": init_layers, "massive-dims": massive_dims, "overfit": overfit, "frozen-generator": frozen_generator,
      "codeword": codeword, "single-qa": single_qa}[a.probe](a)

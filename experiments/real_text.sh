@@ -5,10 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SRC=${1:-../shared/data/scp_sample_800.jsonl}
-OUT=runs/real
+OUT=${OUT:-runs/real}
+NORM=${MEMORY_NORM:-standardize}   # MEMORY_NORM=rescale reproduces the figures measured before session 3
 python experiments/real_text.py --input "$SRC" --out $OUT/data
-python train.py --stage pretrain --data pretrain=$OUT/data/pretrain.jsonl --steps 60 1 1 --out $OUT
+python train.py --stage pretrain --data pretrain=$OUT/data/pretrain.jsonl --steps 60 1 1 --memory-norm $NORM --out $OUT
 python train.py --stage instruct --init $OUT/pretrain --data instruct=$OUT/data/instruct.jsonl \
-    --instruct-k 1 --steps 1 30 1 --batch-size 4 8 8 --out $OUT
+    --instruct-k 1 --steps 1 30 1 --batch-size 4 8 8 --memory-norm $NORM --out $OUT
 python eval.py --ckpt $OUT/instruct --data $OUT/data/eval.jsonl --k 1 \
     --settings closed-book text-rag compressed --out $OUT/results.json

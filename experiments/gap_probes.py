@@ -1,16 +1,19 @@
 """The probes behind the notes on the own-vs-shuffled gap (DESIGN.md section 8), kept so their
 figures can be re-run. Each prints held-out or training losses with own and shuffled vectors.
 
+    python experiments/gap_probes.py massive-dims           # the memory vectors under each memory_norm
     python experiments/gap_probes.py init-layers            # gap at initialisation, per memory layer
     python experiments/gap_probes.py overfit                # 8 fixed sentences: does the path carry them?
     python experiments/gap_probes.py frozen-generator       # stage 1 with the generator frozen (60 steps)
-    python experiments/gap_probes.py codeword --position random --steps 60   # one code word of 20
+    python experiments/gap_probes.py codeword --position bare --steps 30     # the code word is the passage
+    python experiments/gap_probes.py codeword --steps 40                     # one code word of 20, random place
     python experiments/gap_probes.py codeword --position end --steps 40      # ... just before the MEM tokens
     python experiments/gap_probes.py single-qa --batch-size 8 --steps 40   # stage-2 format, only the gold passage
     python experiments/gap_probes.py overfit --backbone tiny --steps 10   # a quick check of the script
 
-Other probes of the notes are train.py flags: `--curriculum 60`, `--memory-layer 8`,
-`--pretrain-kinds paraphrase --steps 150 20 40` (README, "Probes of the gap so far").
+Add --memory-norm rescale for the figures measured before session 3 (README, "Why the generator
+ignored the vectors"). Other probes of the notes are train.py flags: `--curriculum 60`, `--memory-layer 8`,
+`--pretrain-kinds paraphrase --steps 150 20 40` (README, the probe table).
 """
 import argparse
 import os

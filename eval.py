@@ -238,7 +238,7 @@ def compress_candidates(model, rows, args, device):
                    "passages_per_s": len(cache.index) / seconds}
 
 
-def answer_settings(model, rows, passages, cache, picks, args):
+def answer_settings(model, rows, passages, cache, picks, e2e_donor, args):
     """Predictions of each requested setting: same questions, prompt, generator and decoding."""
     T, want, questions = args.max_new_tokens, set(args.settings), [r["question"] for r in rows]
     runs = {}
@@ -252,7 +252,6 @@ def answer_settings(model, rows, passages, cache, picks, args):
         runs["compressed-shuffled"] = lambda idx: cache([passages[donor[i]] for i in idx])
     if "end-to-end" in want:  # rerank + generate from cached vectors, as CLaRa.answer does
         picked = [[r["docs"][c] for c in cs] for r, cs in zip(rows, picks)]
-        e2e_donor = donors(rows, picked)  # its control: another question's picked vectors
         runs["end-to-end"] = lambda idx: cache([picked[i] for i in idx])
         runs["end-to-end-shuffled"] = lambda idx: cache([picked[e2e_donor[i]] for i in idx])
     return {name: batched(rows, args.batch_size, lambda idx: model.generate(
@@ -289,7 +288,10 @@ def evaluate(args):
         if want & {"end-to-end", "rerank"}:
             after = query_scores(model, rows, cache, args.batch_size)
             picks = [metrics.rank_from_scores(s)[:k] for s in after]  # = the hard top-k's forward
-        preds = answer_settings(model, rows, passages, cache, picks, args)
+        e2e_donor = None  # the end-to-end control reads question e2e_donor[i]'s picked vectors
+        if "end-to-end" in want:
+            e2e_donor = donors(rows, [[r["docs"][c] for c in cs] for r, cs in zip(rows, picks)])
+        preds = answer_settings(model, rows, passages, cache, picks, e2e_donor, args)
         if "rerank" in want:
             bm25 = [metrics.bm25_scores(r["question"], r["docs"]) for r in rows]
             before, where = before_scores(model, rows, cache, args)
@@ -309,6 +311,7 @@ def evaluate(args):
     res["predictions"] = [
         {"where": r["where"], "question": r["question"], "answers": r["answers"], "passages": chosen[i],
          **({"end_to_end_picks": picks[i]} if picks else {}),
+         **({"end_to_end_donor": e2e_donor[i]} if e2e_donor else {}),
          **{name: {"prediction": preds[name][i], **per_question[name][i]} for name in preds}}
         for i, r in enumerate(rows)]
     return res

@@ -65,6 +65,10 @@ def test_smoke_every_setting_and_baseline_gives_finite_numbers(run_dir, capsys):
     assert res["reranking"]["before"]["checkpoint"].endswith("instruct"), "before = the sibling instruct/"
     assert len(res["predictions"]) == res["questions"], "one prediction record per question"
     assert all(len(p["passages"]) == 2 and len(p["end_to_end_picks"]) == 2 for p in res["predictions"])
+    preds = res["predictions"]
+    for i, p in enumerate(preds):  # the end-to-end control reads another question's picks, never own facts
+        d = preds[p["end_to_end_donor"]]
+        assert p["end_to_end_donor"] != i and d["question"] != p["question"]
     e = res["efficiency"]
     assert e["compressed"]["prompt_positions"] < e["text-rag"]["prompt_positions"], \
         "8 memory vectors per passage must take fewer positions than the passage's tokens"

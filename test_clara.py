@@ -4,6 +4,7 @@ Offline, CPU, float32, on the "tiny" backbone (a seeded random 2-layer Llama wit
 tokenizer). One test marked `slow` loads the real packaged SmolLM2-135M once.
 """
 
+import copy
 import json
 import os
 import subprocess
@@ -363,6 +364,50 @@ def test_shuffle_control_gives_each_row_another_rows_vectors():
     assert own["ce"] != shuffled["ce"]
 
 
+def test_shuffle_control_never_reads_a_rows_own_passage():
+    # rows 0 and 1 are about the same passage (as SCP rows and instruct rows often are): a roll by
+    # one gives row 1 row 0's vectors, i.e. its own passage; the donor rule must not
+    model = tiny_clara()
+    randomize_adapters(model, scale=0.2)
+    model.eval()
+    docs = [DOCS[0], DOCS[0], DOCS[1]]
+    targets = ["Varel Oskin, luthier", "born in Tessary", "Mira Holt, painter"]
+    assert clara.shuffle_donors([[d] for d in docs], [[d] for d in docs]) == [2, 2, 0]
+    shuffled = model.pretrain_loss(docs, targets, ["paraphrase"] * 3, shuffle=True)["ce"]
+    M = model.compress(docs).detach()  # (3, l, D)
+    instr = [model.config.paraphrase_instruction] * 3
+    ref = model.generator_loss(instr, M[[2, 2, 0]].unsqueeze(1), targets)
+    torch.testing.assert_close(shuffled, ref)
+    rolled = model.generator_loss(instr, M.roll(1, dims=0).unsqueeze(1), targets)
+    assert shuffled.item() != rolled.item(), "the control still rolls the batch by one"
+    # instruct rows: a donor must share none of the row's k passages
+    rows = [[DOCS[0], DOCS[2]], [DOCS[2], DOCS[1]], [DOCS[1], DOCS[0]], ["Unrelated text.", "More of it."]]
+    assert clara.shuffle_donors(rows, rows) == [3, 3, 3, 0]
+    with pytest.raises(ValueError, match="row 0: every other row"):
+        clara.shuffle_donors(rows[:3], rows[:3])
+
+
+def test_compressor_stops_at_memory_layer_and_matches_the_full_forward():
+    model = tiny_clara(memory_layer=-2)
+    randomize_adapters(model)
+    model.eval()
+    base, calls = model.backbone.base_model, []
+    hooks = [layer.register_forward_hook(lambda *a: calls.append(1)) for layer in base.layers]
+    M = model.compress(DOCS)  # (N, l, D)
+    for h in hooks:
+        h.remove()
+    assert len(calls) == len(base.layers) - 1, f"ran {len(calls)} of {len(base.layers)} layers"
+    assert len(base.layers) == 2 and not isinstance(base.norm, torch.nn.Identity), "layers not restored"
+    # the same states as reading hidden_states[-2] of a full forward
+    ids = model._token_ids(DOCS, model.config.doc_max_len, "docs")
+    for i, x in enumerate(ids):
+        emb = torch.cat([model._embed_ids(x), model.memory_tokens])[None]  # (1, L + l, D)
+        with model.adapter("compressor"):
+            hs = base(inputs_embeds=emb, output_hidden_states=True).hidden_states[-2]
+        ref = (hs * model.memory_scale + model.memory_shift)[0, -model.config.n_memory:]
+        torch.testing.assert_close(M[i], ref, rtol=1e-5, atol=1e-5)
+
+
 # --- checkpoints -----------------------------------------------------------------------------
 
 def test_save_load_round_trip_is_exact(tmp_path):
@@ -393,6 +438,46 @@ def test_load_rejects_a_checkpoint_from_another_configuration(tmp_path):
     (tmp_path / "ckpt" / "config.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="trained on backbone"):
         CLaRa.load(tmp_path / "ckpt")
+
+
+def test_checkpoint_names_the_backbone_it_was_built_on(tmp_path):
+    model = CLaRa(*load_backbone("tiny"), CLaRaConfig(doc_max_len=32, compression_rate=4))
+    assert model.config.backbone == "tiny"
+    model.save(tmp_path / "ckpt")
+    loaded = CLaRa.load(tmp_path / "ckpt")  # would rebuild SmolLM2 if the default name were saved
+    assert loaded.config.backbone == "tiny"
+    with pytest.raises(ValueError, match="loaded as 'tiny'"):
+        CLaRa(*load_backbone("tiny"), CLaRaConfig(backbone="smollm2-135m", doc_max_len=32, compression_rate=4))
+
+
+def test_a_backbone_is_wrapped_only_once():
+    backbone, tokenizer = load_backbone("tiny")
+    CLaRa(backbone, tokenizer, CLaRaConfig(doc_max_len=32, compression_rate=4))
+    with pytest.raises(ValueError, match="already carries CLaRa's LoRA adapters"):
+        CLaRa(backbone, tokenizer, CLaRaConfig(doc_max_len=32, compression_rate=4))
+
+
+GEMMA_STYLE = ("{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not "
+               "supported') }}{% endif %}{% for m in messages %}<start_of_turn>"
+               "{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n{{ m['content'] }}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}"
+               "<start_of_turn>model\n{% endif %}")
+QWEN3_STYLE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['role'] == 'assistant' %}"
+               "<think>\n\n</think>\n\n{% endif %}{{ m['content'] }}<|im_end|>\n{% endfor %}"
+               "{% if add_generation_prompt %}<|im_start|>assistant\n{% if enable_thinking is defined and "
+               "not enable_thinking %}<think>\n\n</think>\n\n{% endif %}{% endif %}")
+
+
+@pytest.mark.parametrize("template", [GEMMA_STYLE, QWEN3_STYLE], ids=["no-system-role", "thinking-switch"])
+def test_chat_templates_without_system_role_or_with_thinking_build(template):
+    backbone, tokenizer = load_backbone("tiny")
+    tokenizer = copy.deepcopy(tokenizer)  # the tiny tokenizer is cached and shared
+    tokenizer.chat_template = template
+    model = CLaRa(backbone, tokenizer, CLaRaConfig(doc_max_len=32, compression_rate=4))
+    prompt = tokenizer.decode(model._chat["before_ids"]) + model._chat["middle"] + model._chat["after"]
+    assert model.config.system_prompt in prompt, "the system text was dropped"
+    assert "<think>" not in prompt.replace("<think>\n\n</think>\n\n", ""), "a thinking block is open"
+    loss = model.generator_loss(["Who?"], model.compress(DOCS[:2]).unsqueeze(0), ["Varel"])
+    assert torch.isfinite(loss)
 
 
 # --- bad input -------------------------------------------------------------------------------

@@ -17,7 +17,9 @@ import json
 from pathlib import Path
 
 STAGES = ("pretrain", "instruct", "e2e")
-ALIAS_FIELDS = ("answer", "gold_answer", "golden_answers")  # order in which aliases are collected
+GOLD_FIELDS = ("gold_answer", "golden_answers")  # the gold answers a prediction is scored against
+# `answer` is a gold only in rows that have neither: in official instruct rows it is the teacher's long
+# answer (the training target), and the official evaluation scores against golden_answers.
 
 
 # ---------------------------------------------------------------------------- reading files
@@ -91,25 +93,30 @@ def _str_list(value, where: str, field: str) -> list[str]:
     return list(value)
 
 
-def _aliases(row: dict, where: str) -> list[str]:
-    """All answer aliases, deduplicated, order kept: answer, gold_answer, then golden_answers.
+def _aliases(row: dict, where: str) -> tuple[list[str], str]:
+    """(gold aliases, the field they came from): gold_answer then golden_answers, deduplicated in
+    order; `answer` only when the row has neither (the official evaluation's rule).
 
     Each field may hold a string or a list of strings.
-    >>> _aliases({"answer": "Paris", "gold_answer": "paris", "golden_answers": ["Paris", "City of Light"]}, "f:1")
-    ['Paris', 'paris', 'City of Light']
+    >>> _aliases({"answer": "It is Paris.", "gold_answer": "Paris", "golden_answers": ["Paris", "City of Light"]}, "f:1")
+    (['Paris', 'City of Light'], 'gold_answer+golden_answers')
+    >>> _aliases({"answer": "Paris"}, "f:1")
+    (['Paris'], 'answer')
     """
-    aliases = []
-    for field in ALIAS_FIELDS:
-        value = row.get(field)
-        if value is None:
-            continue
-        values = [_nonempty_str(value, where, field)] if isinstance(value, str) else _str_list(value, where, field)
-        for alias in values:
-            if alias not in aliases:
-                aliases.append(alias)
-    if not aliases:
-        _fail(where, "answer", f"no answer: expected one of {', '.join(ALIAS_FIELDS)}")
-    return aliases
+    for fields in (GOLD_FIELDS, ("answer",)):
+        aliases, used = [], []
+        for field in fields:
+            value = row.get(field)
+            if value is None:
+                continue
+            used.append(field)
+            values = [_nonempty_str(value, where, field)] if isinstance(value, str) else _str_list(value, where, field)
+            for alias in values:
+                if alias not in aliases:
+                    aliases.append(alias)
+        if aliases:
+            return aliases, "+".join(used)
+    _fail(where, "answer", f"no answer: expected one of {', '.join(GOLD_FIELDS)} or answer")
 
 
 # ---------------------------------------------------------------------------- normalisers
@@ -143,19 +150,22 @@ def _instruct_row(row: dict, where: str) -> dict:
     """Instruction row -> {"question", "docs", "answer" (training target), "answers", "where"}."""
     question = _nonempty_str(_get(row, where, "question"), where, "question")
     docs = _str_list(_get(row, where, "docs"), where, "docs")
-    answers = _aliases(row, where)
+    answers, gold_field = _aliases(row, where)
     # The target is the teacher's answer when present (the official stage-2 target), else the gold.
-    target_field = "answer" if row.get("answer") is not None else "gold_answer"
-    target = _get(row, where, target_field)
-    target = target if isinstance(target, str) else target[0]  # a list was checked by _aliases
-    return {"question": question, "docs": docs, "answer": target, "answers": answers, "where": where}
+    target = row.get("answer")
+    target = answers[0] if target is None else _nonempty_str(target, where, "answer")
+    return {"question": question, "docs": docs, "answer": target, "answers": answers,
+            "gold_field": gold_field, "where": where}
 
 
 def _e2e_row(row: dict, where: str) -> dict:
     """End-to-end row -> {"question", "docs", "answer", "answers", "pos_index", "where"}."""
     question = _nonempty_str(_get(row, where, "question"), where, "question")
     docs = _str_list(_get(row, where, "docs"), where, "docs")
-    answers = _aliases(row, where)
+    answers, gold_field = _aliases(row, where)
+    # the training target: `answer`, as the official code reads it, else the first gold
+    target = row.get("answer")
+    target = answers[0] if target is None else _nonempty_str(target, where, "answer")
     pos_index = row.get("pos_index")
     pos_index = [] if pos_index is None else pos_index
     if not isinstance(pos_index, list):
@@ -163,8 +173,8 @@ def _e2e_row(row: dict, where: str) -> dict:
     for i, p in enumerate(pos_index):
         if isinstance(p, bool) or not isinstance(p, int) or not 0 <= p < len(docs):
             _fail(where, f"pos_index[{i}]", f"expected an int index into the {len(docs)} docs, got {p!r}")
-    return {"question": question, "docs": docs, "answer": answers[0], "answers": answers,
-            "pos_index": list(pos_index), "where": where}
+    return {"question": question, "docs": docs, "answer": target, "answers": answers,
+            "gold_field": gold_field, "pos_index": list(pos_index), "where": where}
 
 
 _NORMALISERS = {"pretrain": _pretrain_row, "instruct": _instruct_row, "e2e": _e2e_row}

@@ -153,8 +153,9 @@ def test_instruct_target_is_answer_then_gold(tmp_path):
     no_teacher = {k: v for k, v in INSTRUCT.items() if k != "answer"}
     file = write_jsonl(tmp_path / "i.jsonl", [INSTRUCT, no_teacher])
     with_teacher, gold_only = load_rows(file, "instruct")
+    # the teacher's long answer is the training target, never a gold to score against
     assert with_teacher == {"question": "Who wrote notes?", "docs": ["p1", "p2"], "answer": "It was Ada Lovelace.",
-                            "answers": ["It was Ada Lovelace.", "Ada"], "where": f"{file}:1"}
+                            "answers": ["Ada"], "gold_field": "gold_answer", "where": f"{file}:1"}
     assert gold_only["answer"] == "Ada" and gold_only["answers"] == ["Ada"]
 
 
@@ -175,15 +176,16 @@ def test_e2e_normalises(tmp_path):
     file = write_jsonl(tmp_path / "e.jsonl", [E2E])
     (row,) = load_rows(file, "e2e")
     assert row == {"question": "Who wrote notes?", "docs": ["p0", "p1", "p2"], "answer": "Ada",
-                   "answers": ["Ada"], "pos_index": [1], "where": f"{file}:1"}
+                   "answers": ["Ada"], "gold_field": "answer", "pos_index": [1], "where": f"{file}:1"}
 
 
 def test_e2e_aliases_order_and_dedup(tmp_path):
     row = {"question": "q", "docs": ["p"], "golden_answers": ["Paris", "City of Light", "paris"],
            "gold_answer": "Paris", "answer": "Paris, France"}
     (out,) = load_rows(write_jsonl(tmp_path / "e.jsonl", [row]), "e2e")
-    assert out["answers"] == ["Paris, France", "Paris", "City of Light", "paris"]  # exact duplicates only
-    assert out["answer"] == "Paris, France"
+    assert out["answers"] == ["Paris", "City of Light", "paris"]  # golds only; exact duplicates dropped
+    assert out["gold_field"] == "gold_answer+golden_answers"
+    assert out["answer"] == "Paris, France"  # the training target
     assert out["pos_index"] == []
 
 

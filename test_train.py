@@ -4,10 +4,11 @@ import json
 import os
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 import train
-from clara import CLaRa
+from clara import CLaRa, load_backbone
 
 SMALL = ["--backbone", "tiny", "--batch-size", "2", "2", "2", "--limit", "12", "--eval-rows", "4",
          "--doc-max-len", "48", "--n-candidates", "6", "--top-k", "2", "--instruct-k", "2",
@@ -111,3 +112,82 @@ def test_init_may_change_the_selection_settings_but_not_the_shapes(tmp_path):
     assert CLaRa.load(tmp_path / "b" / "instruct").config.temperature == 1.0
     with pytest.raises(SystemExit, match="compression_rate saved 16 now 8"):
         train.main(args + ["--stage", "instruct", "--out", str(tmp_path / "c"), "--compression-rate", "8"] + init)
+
+
+def test_init_from_a_stage_3_checkpoint_keeps_its_trained_query_reasoner(tmp_path):
+    model = CLaRa(*load_backbone("tiny"), train.clara_config(train.parse_args(SMALL)))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # a trained-looking theta_c and a different, trained theta_qr
+        for layer in model.lora_layers:
+            for name in ("compressor", "query_reasoner"):
+                layer.lora_B[name].copy_(torch.randn(layer.lora_B[name].shape, generator=g) * 0.05)
+    model.save(tmp_path / "stage3")
+    args = SMALL + ["--stage", "e2e", "--steps", "0", "0", "1", "--lr", "0", "0", "0"]  # lr 0: no change
+    train.main(args + ["--init", str(tmp_path / "stage3"), "--out", str(tmp_path / "again")])
+    before, after = load_file(tmp_path / "stage3" / "adapters.safetensors"), \
+        load_file(tmp_path / "again" / "e2e" / "adapters.safetensors")
+    for name in (n for n in before if "query_reasoner" in n):
+        assert torch.equal(before[name], after[name]), f"{name}: the trained theta_qr was overwritten"
+
+
+def test_held_out_rows_from_a_training_file_share_no_passage_with_training_rows(tmp_path):
+    # 5 passages, 3 questions each, the other passages as distractors (as instruct rows are)
+    passages = [f"Passage {i} about person {i}." for i in range(5)]
+    rows = [{"question": f"Q{q} on {i}?", "docs": [passages[i], passages[(i + 1) % 5]], "answer": "a",
+             "pos_index": [0]} for i in range(5) for q in range(3)]
+    file = tmp_path / "e2e.jsonl"
+    file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = train.parse_args(["--eval-rows", "4", "--n-candidates", "2", "--top-k", "1"])
+    train_rows, held = train.load_stage_rows(args, "e2e", {"e2e": (str(file), None)})
+    held_passages = {r["docs"][p] for r in held for p in r["pos_index"]}
+    assert len(held) == 4 and held_passages
+    for r in train_rows:
+        assert not held_passages & set(r["docs"]), f"{r['where']} shows a held-out passage"
+    assert len(train_rows) == 15 - 6 - 3  # 2 held-out passages x 3 rows; 3 rows show one as distractor
+
+
+@pytest.mark.parametrize("n", ["1", "0", "-3"])
+def test_eval_rows_below_two_is_refused(n, capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(["--eval-rows", n])
+    assert "--eval-rows must be at least 2" in capsys.readouterr().err
+
+
+def test_vector_cache_is_built_under_the_training_autocast_and_kept_on_the_cpu(tmp_path, monkeypatch):
+    built = []
+    real = train.VectorCache
+
+    def spy(*a, **kw):
+        built.append(real(*a, **kw))
+        return built[-1]
+    monkeypatch.setattr(train, "VectorCache", spy)
+    train.main(SMALL + ["--stage", "e2e", "--steps", "0", "0", "1", "--dtype", "bfloat16", "--out", str(tmp_path)])
+    (cache,) = built
+    assert cache.vectors.device.type == "cpu"
+    model = CLaRa.load(tmp_path / "e2e").eval()
+    docs = list(cache.index)[:3]
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = model.compress(docs).float()
+    fp32 = model.compress(docs).detach()
+    torch.testing.assert_close(cache([docs])[0], bf16, rtol=0, atol=0)
+    assert not torch.equal(bf16, fp32), "bf16 and fp32 compression agree exactly: the test proves nothing"
+
+
+def test_a_bf16_backbone_keeps_adapters_and_memory_tokens_in_float32():
+    model = CLaRa(*load_backbone("tiny", torch.bfloat16), train.clara_config(train.parse_args(SMALL)))
+    assert model.backbone.get_input_embeddings().weight.dtype == torch.bfloat16
+    assert {p.dtype for p in model.trainable_state_dict().values()} == {torch.float32}
+    params = train.trainable(model, "instruct")
+    out = model.instruct_loss(["Who?"], [["Varel Oskin was a luthier.", "Mira Holt."]], ["Varel"])
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"])
+    grads = [p.grad for p in params if p.grad is not None]  # the last layer's theta_c is never run
+    assert len(grads) >= len(params) // 2 and all(g.dtype == torch.float32 for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)  # (A gets none while B is still 0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA generator exists only on a GPU")
+def test_resume_saves_and_restores_the_cuda_generator(tmp_path):
+    train.main(SMALL + ["--stage", "pretrain", "--steps", "2", "0", "0", "--out", str(tmp_path)])
+    state = torch.load(tmp_path / "pretrain" / "trainer_state.pt", weights_only=True)
+    assert "cuda_rng" in state

@@ -15,6 +15,7 @@ no gap means no information crosses the compressor. In stage 3, hit@k and MRR of
 """
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -29,7 +30,7 @@ from tqdm import tqdm
 import corpus
 import data
 import metrics
-from clara import ADAPTERS, CLaRa, CLaRaConfig, load_backbone
+from clara import ADAPTERS, CLaRa, CLaRaConfig, LoRALinear, load_backbone
 
 STAGES = ("pretrain", "instruct", "e2e")
 DATA_FILES = {"pretrain": ("pretrain.jsonl", "pretrain_heldout.jsonl"),
@@ -84,12 +85,20 @@ def parse_args(argv=None):
     p.add_argument("--compressor-lr-mult", type=float, default=1.0,
                    help="learning rate of theta_c and the MEM embeddings = this x the stage's lr")
     p.add_argument("--limit", type=int, default=0, help="use at most this many training rows per stage")
-    p.add_argument("--eval-rows", type=int, default=8, help="held-out rows for the logged diagnostics")
+    p.add_argument("--eval-rows", type=int, default=8, help="held-out rows for the logged diagnostics (>= 2)")
+    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+                   help="auto: bf16 autocast on a GPU and on CPUs with native bf16 (avx512_bf16, amx_bf16), "
+                        "else float32")
+    p.add_argument("--peak-flops", type=float, default=0,
+                   help="the device's peak FLOP/s for the MFU on the log line; 0: measure a matmul at start")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--save-every", type=int, default=50)
     p.add_argument("--stop-after", type=int, default=0,
                    help="exit after this many steps of a stage, as an interruption would (tests --resume)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.eval_rows < 2:  # the shuffled control needs a second row; 0 would also empty nothing to hold out
+        p.error(f"--eval-rows must be at least 2 (the shuffled control reads another row), got {args.eval_rows}")
+    return args
 
 
 def clara_config(args) -> CLaRaConfig:
@@ -101,16 +110,37 @@ def clara_config(args) -> CLaRaConfig:
                        memory_norm=args.memory_norm)
 
 
-def pick_device():
-    """Decide device and dtype once, here, and say why."""
+def cpu_has_bf16() -> bool:
+    """Native bf16 arithmetic on this CPU (x86 flags avx512_bf16 or amx_bf16; Linux only)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def pick_device(dtype: str = "auto"):
+    """Decide device and dtype once, here, and say why. -> (device, autocast context)."""
     if torch.cuda.is_available():
-        print(f"device: cuda ({torch.cuda.get_device_name()}), bf16 autocast: a GPU is available")
-        return torch.device("cuda"), torch.autocast("cuda", dtype=torch.bfloat16)
-    if torch.backends.mps.is_available():
-        print("device: mps, float32: Apple GPU available, no CUDA")
-        return torch.device("mps"), torch.autocast("cpu", enabled=False)
-    print(f"device: cpu, float32: no GPU found ({torch.get_num_threads()} threads)")
-    return torch.device("cpu"), torch.autocast("cpu", enabled=False)
+        device, name = torch.device("cuda"), f"cuda ({torch.cuda.get_device_name()})"
+        bf16, why = dtype != "float32", "a GPU is available" if dtype == "auto" else f"--dtype {dtype}"
+    elif torch.backends.mps.is_available():
+        device, name, bf16, why = torch.device("mps"), "mps", False, "Apple GPU: float32 kept, as tested"
+    else:
+        device, name = torch.device("cpu"), f"cpu ({torch.get_num_threads()} threads)"
+        native = cpu_has_bf16()
+        bf16 = dtype == "bfloat16" or (dtype == "auto" and native)
+        why = (f"--dtype {dtype}" if dtype != "auto" else "this CPU has native bf16 (avx512_bf16); "
+               "--dtype float32 to opt out" if native else "no native bf16 on this CPU")
+    print(f"device: {name}, {'bf16 autocast' if bf16 else 'float32'}: {why}")
+    return device, torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+def backbone_dtype(device) -> torch.dtype:
+    """The frozen backbone's weights: bf16 on CUDA (autocast would re-cast fp32 weights at every
+    op), float32 elsewhere; adapters and memory tokens are float32 always (clara.LoRALinear)."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
 # --- data ----------------------------------------------------------------------------------------
@@ -153,10 +183,10 @@ def load_stage_rows(args, stage, sources):
         held = held if held is None else [r for r in held if r["kind"] in kinds]
         if not rows:
             raise SystemExit(f"{train_src}: no rows of kinds {sorted(kinds)} (--pretrain-kinds)")
-    if held is None:  # hold out the tail of the training data; it is never trained on
-        if len(rows) <= args.eval_rows:
-            raise SystemExit(f"{train_src}: {len(rows)} rows, too few to hold out {args.eval_rows}")
-        rows, held = rows[:-args.eval_rows], rows[-args.eval_rows:]
+    if held is None:  # hold out the rows about the last passages of the file; never trained on
+        rows, held, dropped = split_by_passage(rows, stage, args.eval_rows, train_src)
+        print(f"stage {stage}: held out {len(held)} rows about the last passages of {train_src}; "
+              f"dropped {dropped} training rows that show one of them")
     random.Random(args.seed).shuffle(held)
     held = held[:args.eval_rows]
     if args.limit:
@@ -168,6 +198,33 @@ def load_stage_rows(args, stage, sources):
     if stage == "instruct":
         data.check_candidates(rows + held, args.instruct_k)
     return rows, held
+
+
+def row_passages(row, stage) -> list[str]:
+    """The passages a row is about: its passage (pretrain), its positives, else all its docs."""
+    if stage == "pretrain":
+        return [row["doc"]]
+    return [row["docs"][i] for i in row["pos_index"]] if row.get("pos_index") else row["docs"]
+
+
+def split_by_passage(rows, stage, n_eval, where):
+    """Held-out rows for a source with no *_heldout file: the rows about the last distinct passages
+    of the file, until there are n_eval of them. A training row that shows one of those passages
+    anywhere (even as a distractor) is dropped, so no held-out passage is ever trained on.
+    -> (training rows, held-out rows, number of dropped rows)."""
+    held_passages, held = set(), []
+    for row in reversed(rows):
+        if len(held) >= n_eval:
+            break
+        held_passages.update(row_passages(row, stage))
+        held = [r for r in rows if held_passages & set(row_passages(r, stage))]
+    shows = (lambda r: r["doc"] in held_passages) if stage == "pretrain" else \
+        (lambda r: bool(held_passages & set(r["docs"])))
+    train = [r for r in rows if not shows(r)]
+    if len(held) < n_eval or not train:
+        raise SystemExit(f"{where}: {len(rows)} rows cannot give {n_eval} held-out rows about passages "
+                         f"that no training row shows ({len(train)} training rows would be left)")
+    return train, held, len(rows) - len(train) - len(held)
 
 
 def curriculum_rows(rows, progress):
@@ -192,29 +249,31 @@ def pretrain_batch(rows):
 class VectorCache:
     """Stage 3 and eval: the compressor is frozen, so each distinct passage is compressed once
     (DESIGN.md section 4); a step then costs one query encoding and one generator pass, whatever
-    N is. Built from rows (their first n docs), looked up by text: B lists of n passages -> (B, n, l, D)."""
+    N is. Built from rows (their first n docs), looked up by text: B lists of n passages -> (B, n, l, D).
+    Built under the same autocast as training and evaluation; the vectors stay on the CPU and only
+    each batch's rows move to the model's device (10^5 questions x 20 candidates would not fit a GPU)."""
 
-    def __init__(self, model, rows, n=None, batch_size=16):
+    def __init__(self, model, rows, n=None, batch_size=16, autocast=None):
         passages = sorted({d for r in rows for d in r["docs"][:n]})
         self.index = {p: i for i, p in enumerate(passages)}
         was_training = model.training
         model.eval()
         chunks = []
-        with torch.no_grad():
+        with torch.no_grad(), autocast if autocast is not None else contextlib.nullcontext():
             for i in tqdm(range(0, len(passages), batch_size), desc="compress candidates", leave=False):
                 chunk = passages[i:i + batch_size]
                 try:
-                    chunks.append(model.compress(chunk))  # (b, l, D)
+                    chunks.append(model.compress(chunk).float().cpu())  # (b, l, D)
                 except RuntimeError as err:  # e.g. out of memory: say which rows' passages
                     where = [r["where"] for r in rows if set(chunk) & set(r["docs"])]
                     raise RuntimeError(f"compressing candidates of {', '.join(where[:5])}"
                                        f"{' ...' if len(where) > 5 else ''}: {err}") from err
         model.train(was_training)
-        self.vectors = torch.cat(chunks)  # (U, l, D) for U distinct passages
+        self.vectors, self.device = torch.cat(chunks), model.device  # (U, l, D) for U distinct passages
 
     def __call__(self, doc_lists):
         idx = torch.tensor([[self.index[d] for d in docs] for docs in doc_lists])  # (B, n)
-        return self.vectors[idx.to(self.vectors.device)]  # (B, n, l, D)
+        return self.vectors[idx].to(self.device)  # (B, n, l, D)
 
 
 # --- one stage -----------------------------------------------------------------------------------
@@ -245,7 +304,9 @@ def ranking_metrics(scores, rows, k):
 def diagnostics(model, stage, held, args, cache, autocast):
     """Held-out diagnostics: own vs shuffled eval loss (stages 1-2), hit@k and MRR (stage 3)."""
     model.eval()
-    bs = max(2, args.batch_size[STAGES.index(stage)])
+    # stages 1-2: all held-out rows in one batch, so each row's shuffled-control donor (a row about
+    # other passages) is found among all of them; stage 3 reads cached vectors, in training batches
+    bs = len(held) if stage != "e2e" else max(2, args.batch_size[STAGES.index(stage)])
     batches = [held[i:i + bs] for i in range(0, len(held), bs) if len(held[i:i + bs]) >= 2]
     out = {}
     with autocast:
@@ -286,6 +347,45 @@ def param_groups(model, params, lr, compressor_lr_mult=1.0):
     return [g for g in groups if g["params"]]
 
 
+class FlopCounter:
+    """Model FLOPs of the backbone passes, for the tokens/s and MFU of the log line (nanoGPT's
+    estimate_mfu, adapted). A pass over P real positions through layers holding W matmul weights
+    costs 2 W P FLOPs forward, and 2 W P more backward when it needs gradients (input gradients
+    only: the backbone is frozen; LoRA's and attention's T^2 terms are left out, a few percent)."""
+
+    def __init__(self, model):
+        self.positions, self.flops, self._weights = 0, 0.0, {}
+        model.backbone.base_model.register_forward_pre_hook(self._count, with_kwargs=True)
+
+    def _count(self, base, args, kwargs):
+        mask, x = kwargs.get("attention_mask"), kwargs.get("inputs_embeds", kwargs.get("input_ids"))
+        P = int(mask.sum()) if mask is not None else x.shape[0] * x.shape[1]
+        n = len(base.layers)  # fewer when the compressor stops at memory_layer
+        if n not in self._weights:
+            self._weights[n] = sum(m.base.weight.numel() for m in base.layers.modules() if isinstance(m, LoRALinear))
+        self.positions += P
+        self.flops += (4 if torch.is_grad_enabled() else 2) * self._weights[n] * P
+
+    def take(self):
+        """-> (positions, FLOPs) since the last call."""
+        out = (self.positions, self.flops)
+        self.positions, self.flops = 0, 0.0
+        return out
+
+
+def measure_peak_flops(device, autocast, n=1024, reps=8) -> float:
+    """The FLOP/s a square matmul reaches on this device in the training dtype: the denominator of
+    MFU, measured because CPU peaks are rarely published (pass --peak-flops for a datasheet value)."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    with torch.no_grad(), autocast:
+        (a @ b).sum().item()  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            c = a @ b
+        c.sum().item()  # waits for the device
+    return 2 * n ** 3 * reps / (time.perf_counter() - t0)
+
+
 def load_tensors(directory):
     from safetensors.torch import load_file  # tensors only: no pickle
 
@@ -299,7 +399,7 @@ def save_stage(model, directory, state):
     os.replace(tmp, os.path.join(directory, "trainer_state.pt"))
 
 
-def run_stage(model, stage, args, sources, device, autocast, log):
+def run_stage(model, stage, args, sources, device, autocast, log, counter=None):
     i = STAGES.index(stage)
     steps, bs, lr, schedule = args.steps[i], args.batch_size[i], args.lr[i], args.schedule[i]
     directory = os.path.join(args.out, stage)
@@ -327,17 +427,21 @@ def run_stage(model, stage, args, sources, device, autocast, log):
         sched.load_state_dict(state["scheduler"])
         start = state["step"]
         torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         print(f"stage {stage}: resumed at step {start} from {directory}")
     cache = None
     if stage == "e2e":
         t0 = time.time()
-        cache = VectorCache(model, rows + held, args.n_candidates)
+        cache = VectorCache(model, rows + held, args.n_candidates, autocast=autocast)
         print(f"stage e2e: cached {len(cache.index)} passages' vectors in {time.time() - t0:.1f} s")
     order = random.Random(args.seed + i)
     for _ in range(start * args.grad_accum):  # replay the batches already seen, so a resumed run
         order.sample(rows, min(bs, len(rows)))  # sees exactly the batches an uninterrupted one would
     model.train()
-    t_last, tokens, last_logged = time.time(), 0, start
+    t_last, last_logged = time.time(), start
+    counter = counter or FlopCounter(model)
+    counter.take()
     bar = tqdm(range(start, steps), desc=stage, initial=start, total=steps, leave=False)
     for step in bar:
         opt.zero_grad(set_to_none=True)
@@ -351,28 +455,31 @@ def run_stage(model, stage, args, sources, device, autocast, log):
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        tokens += sum(len(model.tokenizer(d)["input_ids"]) for r in batch for d in
-                      ([r["doc"]] if stage == "pretrain" else r["docs"][:args.instruct_k] if stage == "instruct" else []))
         done = step + 1
         if done % args.log_every == 0 or done == steps:
-            ms = 1000 * (time.time() - t_last) / (done - last_logged)  # training time only
+            seconds = time.time() - t_last  # training time only: diagnostics come after the clock
+            positions, flops = counter.take()
             rec = {"stage": stage, "step": done, "loss": out["loss"].item(), "lr": sched.get_last_lr()[-1],
-                   "ms_per_step": ms}
+                   "ms_per_step": 1000 * seconds / (done - last_logged), "tokens_per_s": positions / seconds,
+                   "mfu": flops / seconds / args.peak_flops}
             if "mse" in out:
                 rec["mse"] = out["mse"].item()
             if stage == "e2e":
                 rec["hit"], rec["mrr"] = ranking_metrics(out["scores"], batch, args.top_k)
-            rec["doc_tokens_per_s"] = tokens / max(1e-9, time.time() - t_last)  # compressor input
             rec.update(diagnostics(model, stage, held, args, cache, autocast))
             if stage == "pretrain" and step < args.curriculum:  # the gap on the warm-up task itself
                 easy = diagnostics(model, stage, curriculum_rows(held, (step + 1) / args.curriculum),
                                    args, cache, autocast)
                 rec.update({f"curriculum_{k}": v for k, v in easy.items()})
             log(rec)
-            t_last, tokens, last_logged = time.time(), 0, done
+            counter.take()  # the diagnostics' passes are not training
+            t_last, last_logged = time.time(), done
         if done % args.save_every == 0 or done == steps:
+            rng = {"torch_rng": torch.get_rng_state()}
+            if torch.cuda.is_available():  # dropout and Gumbel noise draw from the CUDA generator there
+                rng["cuda_rng"] = torch.cuda.get_rng_state_all()
             save_stage(model, directory, {"step": done, "optimizer": opt.state_dict(),
-                                          "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state()})
+                                          "scheduler": sched.state_dict(), **rng})
         if args.stop_after and done - start >= args.stop_after and done < steps:
             raise SystemExit(f"stage {stage}: stopped after step {done} as asked (--stop-after)")
     open(os.path.join(directory, "DONE"), "w").write("done\n")
@@ -386,7 +493,7 @@ def format_log(rec):
         s += f" | warm-up gap {rec['curriculum_gap']:+.3f}"
     if "mrr" in rec:
         s += f" | hit@k {rec['hit']:.2f} mrr {rec['mrr']:.2f} | eval hit@k {rec['eval_hit']:.2f} mrr {rec['eval_mrr']:.2f}"
-    return s + f" | {rec['ms_per_step']:.0f} ms/step"
+    return s + f" | {rec['ms_per_step']:.0f} ms/step {rec['tokens_per_s']:.0f} tok/s mfu {100 * rec['mfu']:.1f}%"
 
 
 def warn_if_no_gap(metrics_path, threshold=0.01):
@@ -398,6 +505,11 @@ def warn_if_no_gap(metrics_path, threshold=0.01):
     if gaps and gaps[-1] < threshold:
         print(f"warning: the last held-out gap is {gaps[-1]:+.3f}: the memory vectors carry no measurable "
               f"information yet, so stage 3 has no signal to train the reranker with")
+
+
+def query_reasoner_is_trained(model) -> bool:
+    """A fresh adapter has B = 0 (clara.LoRALinear): any non-zero B means stage 3 trained it."""
+    return any(layer.lora_B["query_reasoner"].any() for layer in model.lora_layers)
 
 
 # Settings of stage 3's selection and of dropout: a run started with --init may change them, as
@@ -422,7 +534,10 @@ def main(argv=None):
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     print(f"seed {args.seed}")
-    device, autocast = pick_device()
+    device, autocast = pick_device(args.dtype)
+    if not args.peak_flops:
+        args.peak_flops = measure_peak_flops(device, autocast)
+        print(f"peak for MFU: {args.peak_flops / 1e9:.0f} GFLOP/s, a measured 1024 x 1024 matmul in the training dtype")
     os.makedirs(args.out, exist_ok=True)
     sources = resolve_sources(args)
     stages = STAGES if args.stage == "all" else (args.stage,)
@@ -432,7 +547,8 @@ def main(argv=None):
     with open(os.path.join(args.out, "args.json"), "w") as f:
         json.dump(vars(args), f, indent=2)
     t0 = time.time()
-    model = CLaRa(*load_backbone(args.backbone), clara_config(args)).to(device)
+    model = CLaRa(*load_backbone(args.backbone, backbone_dtype(device)), clara_config(args)).to(device)
+    counter = FlopCounter(model)
     print(f"backbone {args.backbone} loaded in {time.time() - t0:.1f} s; l = {model.config.n_memory} memory "
           f"tokens of D = {model.memory_tokens.shape[1]}")
     if args.init:
@@ -458,11 +574,14 @@ def main(argv=None):
         else:
             if stage == "e2e":
                 warn_if_no_gap(metrics_path)
-            if stage == "e2e" and args.qr_init == "compressor" and not (
-                    args.resume and os.path.exists(os.path.join(directory, "trainer_state.pt"))):
-                model.init_query_reasoner()  # theta_qr <- theta_c (paper Table 14)
+            resuming = args.resume and os.path.exists(os.path.join(directory, "trainer_state.pt"))
+            if stage == "e2e" and args.qr_init == "compressor" and not resuming:
+                if query_reasoner_is_trained(model):  # e.g. --init from a stage-3 checkpoint
+                    print("stage e2e: theta_qr of --init is already trained: kept, not overwritten by theta_c")
+                else:
+                    model.init_query_reasoner()  # theta_qr <- theta_c (paper Table 14)
             t0 = time.time()
-            run_stage(model, stage, args, sources, device, autocast, log)
+            run_stage(model, stage, args, sources, device, autocast, log, counter)
             print(f"stage {stage}: finished in {time.time() - t0:.0f} s -> {directory}")
         previous = directory
     print(f"done: final checkpoint in {previous}")

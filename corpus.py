@@ -9,7 +9,8 @@ How the world is built (`build_world`):
 2. Facts. Each person draws 7 facts from small shared pools: birth year, birth city (12 invented
    cities), occupation (12 trades), organisation (10 invented societies), the year of joining it,
    an instrument, and a pet (kind and invented name). The pools are shared, so many people have
-   the same city, trade or society: passages look alike and only the name tells them apart.
+   the same city, trade or society: passages look alike, and only the name, or a description by
+   several facts at once, tells them apart.
 3. Passages. Five sentences (birth, occupation, membership, instrument, pet), each from one of 3
    templates; the intro sentence (birth or occupation) names the person in full, the other four
    come in a shuffled order and mostly use the surname. About 50-75 words, asserted 45-90.
@@ -19,20 +20,45 @@ How the world is built (`build_world`):
 
 Rows, with the official CLaRa JSONL field names (DESIGN.md section 5):
 - `pretrain_rows`: 3 rows per passage, in passage order: simple QA (one question per fact),
-  complex QA (each question needs two facts of the passage), paraphrase.
-- `instruct_rows` / `e2e_rows`: one row per (passage, fact), shuffled; a single-fact question that
-  names the person in full, a short answer, and k (or N) candidates: the gold passage at a random
-  position (`pos_index`) among the most similar other passages (same city, trade or society).
+  complex QA (each question needs two facts of the passage), paraphrase. These name the person:
+  stage 1 is about reading one passage, not about finding it.
+- `instruct_rows` / `e2e_rows`: one row per (passage, fact asked), shuffled; a single-fact question,
+  a short answer, and k (or N) candidates with the gold at a random position (`pos_index`).
+  Two kinds of question (`questions=`, and the field `question_kind` of each row):
+  * "description" (the default): the person is picked out by 2 or 3 of their other facts, never
+    the name: "What was the name of the cat of the maker of clocks born in Zelfort?". Wordings
+    vary, and some use other words than the passage ("maker of clocks" for clockmaker, "cellist"
+    for cello player, "a native of Zelfort", "who came into the world in 1874"). Each description
+    fits exactly one person of the whole world (both splits), so also exactly one of the split
+    and of the candidates, and a held-out question never repeats a training one; only in a world
+    too small for that does it fall back to unique in the split, then to unique among the
+    candidates (tests check the first on the default corpus). The distractors
+    share as many described facts as possible but never all: same trade, or city, or year...
+    So the ranking has to be learnt: BM25 no longer ranks the gold first every time
+    (`python corpus.py --out DIR --report` prints its MRR; about 87 of 100 over 20 candidates).
+  * "name": the person is named in full and the distractors are the most similar people (same
+    city, trade or society): the name alone finds the passage, BM25 MRR is 100.
+  `described_by` lists the facts the question uses (["name"] for name questions), so a reader
+  or a test can check which candidates fit.
 
 Example:
     >>> world = build_world(seed=0, n_train=8, n_heldout=4)
     >>> len(world.entities("train")), len(pretrain_rows(world)), len(e2e_rows(world, n_candidates=5))
     (8, 24, 56)
+    >>> row = e2e_rows(world, "heldout", n_candidates=3)[0]
+    >>> row["question"]
+    'Which organisation did the bookbinder born in the year 1860 join?'
+    >>> row["described_by"], row["answer"]
+    (['occupation', 'birth_year'], 'Fellowship of Ashmeer')
 """
 import argparse
+import itertools
 import json
+import operator
 import os
 import random
+import re
+from collections import Counter
 from dataclasses import dataclass
 
 # ---------------------------------------------------------------- shared pools of the world
@@ -97,6 +123,76 @@ COMPLEX_QUESTIONS = [
 ]
 
 
+# ---------------------------------------------------------------- description questions
+# A description picks out a person by 2-3 of their facts instead of the name ("the maker of clocks
+# born in Zelfort"). Some wordings reuse the passage's words ("the clockmaker"), others do not
+# ("the maker of clocks", "the cellist", "a native of Zelfort"), so word overlap alone (BM25) does
+# not settle the ranking and a reranker has to learn which candidate fits.
+DESCRIBABLE = ["occupation", "birth_city", "birth_year", "organisation", "join_year", "instrument", "pet_kind"]
+
+# Trade in other words: a noun phrase ("the maker of clocks") and a verb phrase ("made clocks").
+TRADE_NOUNS = {"luthier": "maker of stringed instruments", "cartographer": "maker of maps",
+               "glassblower": "blower of glass", "beekeeper": "keeper of bees",
+               "astronomer": "watcher of the stars", "clockmaker": "maker of clocks",
+               "weaver": "worker at the loom", "ferry pilot": "ferryman", "archivist": "keeper of records",
+               "botanist": "student of plants", "bookbinder": "binder of books", "stonemason": "mason"}
+TRADE_VERBS = {"luthier": "made stringed instruments", "cartographer": "drew maps",
+               "glassblower": "blew glass", "beekeeper": "kept bees", "astronomer": "studied the stars",
+               "clockmaker": "made clocks", "weaver": "wove cloth", "ferry pilot": "steered ferries",
+               "archivist": "kept records", "botanist": "studied plants", "bookbinder": "bound books",
+               "stonemason": "cut stone"}
+PLAYERS = {"cello": "cellist", "oboe": "oboist", "harp": "harpist", "lute": "lutenist",
+           "accordion": "accordionist", "bassoon": "bassoonist", "zither": "zither player",
+           "flute": "flautist", "viola": "violist", "dulcimer": "dulcimer player", "banjo": "banjoist",
+           "harmonium": "harmonium player"}
+
+# Head nouns of a description, by the facts they state; "the person" when none of them is used.
+HEADS = {
+    ("occupation",): ["the {occupation}", "the {trade_noun}"],
+    ("instrument",): ["the {instrument} player", "the {player}"],
+    ("organisation",): ["the member of the {organisation}"],
+    ("organisation", "join_year"): ["the member of the {organisation} since {join_year}"],
+}
+# Modifiers after the head, by the facts they state: participles first, then "who" clauses.
+MODIFIERS = {
+    ("birth_city",): ["born in {birth_city}", "from {birth_city}", "who was a native of {birth_city}",
+                      "who hailed from {birth_city}"],
+    ("birth_year",): ["born in {birth_year}", "born in the year {birth_year}",
+                      "who came into the world in {birth_year}"],
+    ("birth_city", "birth_year"): ["born in {birth_city} in {birth_year}",
+                                   "born in {birth_year} in {birth_city}",
+                                   "who came into the world in {birth_city} in {birth_year}"],
+    ("occupation",): ["who worked as {a_occupation}", "who {trade_verb} for a living"],
+    ("instrument",): ["who played the {instrument}", "who was a keen {player}"],
+    ("organisation",): ["who belonged to the {organisation}", "who was a member of the {organisation}"],
+    ("organisation", "join_year"): ["who joined the {organisation} in {join_year}",
+                                    "who entered the {organisation} in {join_year}",
+                                    "who had been a member of the {organisation} since {join_year}"],
+    ("pet_kind",): ["who kept {a_pet_kind}", "who lived with {a_pet_kind}", "who owned {a_pet_kind}"],
+}
+
+# Asked fact -> (facts its frame states itself, frames). The frame's own facts count as part of
+# the description ("the cat of ..."); the asked fact is never described.
+DESCRIPTION_QUESTIONS = {
+    "birth_year": ((), ["In what year was {desc} born?", "What was the birth year of {desc}?"]),
+    "birth_city": ((), ["In which city was {desc} born?", "What was the birthplace of {desc}?",
+                        "Which city did {desc} come from?"]),
+    "occupation": ((), ["What was the trade of {desc}?", "What did {desc} do for a living?",
+                        "What was the occupation of {desc}?"]),
+    "organisation": ((), ["Which organisation did {desc} join?", "What society was {desc} a member of?"]),
+    "join_year": (("organisation",), ["In what year did {desc} join the {organisation}?",
+                                      "When did {desc} become a member of the {organisation}?"]),
+    "instrument": ((), ["Which instrument did {desc} play?", "What instrument did {desc} practise?"]),
+    "pet_name": (("pet_kind",), ["What was the name of the {pet_kind} of {desc}?",
+                                 "What was the {pet_kind} of {desc} called?"]),
+}
+# Facts that would read oddly beside the asked one: a year of joining only comes with its society.
+NOT_WITH = {"organisation": {"join_year"}}
+# Words a frame and its description may share without saying a thing twice; any other shared word
+# ("In what year was the clockmaker born in Zelfort born?") rules the frame out when another exists.
+_FILLER = {"the", "a", "an", "of", "in", "what", "which", "was", "did", "who", "and", "since"}
+
+
 def _a(word: str) -> str:
     """Indefinite article: _a("owl") -> "an owl", _a("cat") -> "a cat"."""
     return ("an " if word[0] in "aeiou" else "a ") + word
@@ -121,7 +217,9 @@ class Entity:
 
     def slots(self) -> dict:
         """Template slots: the facts plus the derived forms the templates use."""
-        return dict(vars(self), a_occupation=_a(self.occupation), a_pet_kind=_a(self.pet_kind))
+        return dict(vars(self), a_occupation=_a(self.occupation), a_pet_kind=_a(self.pet_kind),
+                    trade_noun=TRADE_NOUNS[self.occupation], trade_verb=TRADE_VERBS[self.occupation],
+                    player=PLAYERS[self.instrument])
 
     def answer(self, fact: str) -> str:
         """The short answer string of a fact, e.g. answer("birth_year") -> "1873"."""
@@ -221,56 +319,223 @@ def pretrain_rows(world: World, split: str = "train") -> list[dict]:
 def _similar_first(gold: Entity, pool: list[Entity], n: int, rng: random.Random) -> list[Entity]:
     """The n people of `pool` (gold excluded) that share most of city, trade and society with
     `gold`, ties broken at random: distractors that differ from the gold mainly by name."""
-    def shared(e: Entity) -> int:
-        return ((e.birth_city == gold.birth_city) + (e.occupation == gold.occupation)
-                + (e.organisation == gold.organisation))
     others = [e for e in pool if e is not gold]
-    return sorted(others, key=lambda e: (-shared(e), rng.random()))[:n]
+    return sorted(others, key=lambda e: (-_likeness(e, gold), rng.random()))[:n]
 
 
-def _retrieval_rows(world: World, split: str, n_docs: int, rng: random.Random) -> list[dict]:
-    """One row per (passage, fact) of the split: question, n_docs candidates, short answer."""
-    pool = world.entities(split)
-    if n_docs > len(pool):
-        raise ValueError(f"asked for {n_docs} candidate passages per question, but split "
-                         f"{split!r} has only {len(pool)} passages")
+def _likeness(e: Entity, gold: Entity) -> int:
+    """How many of city, trade and society `e` shares with `gold` (0-3)."""
+    return ((e.birth_city == gold.birth_city) + (e.occupation == gold.occupation)
+            + (e.organisation == gold.organisation))
+
+
+def _row(question: str, docs: list[str], answer: str, pos: int, kind: str, described_by: list[str]) -> dict:
+    """An instruct / end-to-end row: the official fields, then which kind of question it is and
+    which facts of the gold person the question uses to pick them out."""
+    return {"question": question, "docs": docs, "answer": answer, "gold_answer": answer, "pos_index": [pos],
+            "question_kind": kind, "described_by": described_by}
+
+
+def _name_rows(pool: list[Entity], n_docs: int, rng: random.Random) -> list[dict]:
+    """One row per (passage, fact), shuffled: a question naming the person in full, the gold
+    among the n_docs - 1 people most like them in city, trade and society."""
     rows = []
     for gold in pool:
         for fact, wordings in SIMPLE_QUESTIONS.items():
             docs = [e.passage for e in _similar_first(gold, pool, n_docs - 1, rng)]
             pos = rng.randrange(n_docs)
             docs.insert(pos, gold.passage)
-            answer = gold.answer(fact)
-            rows.append({"question": rng.choice(wordings).format(**gold.slots()), "docs": docs,
-                         "answer": answer, "gold_answer": answer, "pos_index": [pos]})
+            question = rng.choice(wordings).format(**gold.slots())
+            rows.append(_row(question, docs, gold.answer(fact), pos, "name", ["name"]))
     rng.shuffle(rows)
     return rows
 
 
-def instruct_rows(world: World, split: str = "train", k: int = 5, seed: int = 0) -> list[dict]:
-    """Instruction-tuning rows: one per (passage, fact), shuffled; k docs, gold at a random position
-    among the k-1 most similar passages of the split. `answer` == `gold_answer` (no teacher)."""
-    return _retrieval_rows(world, split, k, random.Random(f"instruct-{world.seed}-{split}-{seed}"))
+# ---------------------------------------------------------------- description rows
+def _values(e: Entity, facts: tuple[str, ...]) -> tuple:
+    return tuple(getattr(e, f) for f in facts)
 
 
-def e2e_rows(world: World, split: str = "train", n_candidates: int = 20, seed: int = 0) -> list[dict]:
-    """End-to-end rows: one per (passage, fact), shuffled; N candidates, gold at a random position
-    among the N-1 most similar passages of the split (the reranker has to read the name)."""
-    return _retrieval_rows(world, split, n_candidates, random.Random(f"e2e-{world.seed}-{split}-{seed}"))
+def description_options(fact: str) -> list[tuple[str, ...]]:
+    """Every set of 2 or 3 facts (in DESCRIBABLE order) that may describe a person in a question
+    asking `fact`: never the asked fact, always the facts its frame states, and a year of joining
+    only together with its society.
+    >>> description_options("pet_name")[:2]
+    [('occupation', 'pet_kind'), ('birth_city', 'pet_kind')]
+    """
+    frame_facts, _ = DESCRIPTION_QUESTIONS[fact]
+    free = [f for f in DESCRIBABLE if f != fact and f not in frame_facts and f not in NOT_WITH.get(fact, ())]
+    options = []
+    for size in (2, 3):
+        for extra in itertools.combinations(free, size - len(frame_facts)):
+            facts = set(frame_facts) | set(extra)
+            if "join_year" not in facts or "organisation" in facts:
+                options.append(tuple(f for f in DESCRIBABLE if f in facts))
+    return options
+
+
+def _fact_counts(people: list[Entity]) -> Counter:
+    """How many of `people` have each (fact set, values) of every description option."""
+    options = {fs for fact in DESCRIPTION_QUESTIONS for fs in description_options(fact)}
+    return Counter((fs, _values(e, fs)) for e in people for fs in options)
+
+
+def _choose_facts(gold: Entity, fact: str, counts: list[Counter], rng: random.Random) -> tuple[str, ...]:
+    """The facts a question asking `fact` of `gold` describes them by: an option unique in the first
+    scope of `counts` (the world, then the split) that has one, drawn by `_balanced`. If none is
+    unique even in the split, the option fitting the fewest people (kept out of the candidates)."""
+    options = description_options(fact)
+    for count in counts:
+        unique = [fs for fs in options if count[fs, _values(gold, fs)] == 1]
+        if unique:
+            return rng.choice(_balanced(unique, rng))
+    return min(options, key=lambda fs: counts[-1][fs, _values(gold, fs)])
+
+
+def _pick_half(a: list, b: list, rng: random.Random) -> list:
+    """a or b with even odds, or whichever is not empty."""
+    return a if a and (not b or rng.random() < 0.5) else b
+
+
+def _balanced(options: list[tuple[str, ...]], rng: random.Random) -> list[tuple[str, ...]]:
+    """The options of one size (2 or 3 facts, even odds) and one kind (with a year or without,
+    even odds). Why: a year is nearly unique on its own, so most unique options hold one, and a
+    year is a rare word that BM25 matches at once; an even draw keeps trade, city, society,
+    instrument and pet in the descriptions."""
+    options = _pick_half([o for o in options if len(o) == 2], [o for o in options if len(o) == 3], rng)
+    def has_year(o): return "birth_year" in o or "join_year" in o
+    return _pick_half([o for o in options if has_year(o)], [o for o in options if not has_year(o)], rng)
+
+
+def _units(facts: list[str]) -> list[tuple[str, ...]]:
+    """Group facts into the keys of HEADS / MODIFIERS: city with year of birth, society with year of joining."""
+    units, rest = [], list(facts)
+    for pair in (("birth_city", "birth_year"), ("organisation", "join_year")):
+        if all(f in rest for f in pair):
+            units.append(pair)
+            rest = [f for f in rest if f not in pair]
+    return units + [(f,) for f in rest]
+
+
+def _describe(e: Entity, facts: list[str], rng: random.Random) -> str:
+    """A noun phrase that picks out `e` by `facts`, without the name:
+    "the maker of clocks born in Zelfort who kept a cat". The head is a trade, an instrument or a
+    society when the facts include one (else "the person"); the other facts follow it."""
+    units = _units(facts)
+    head_unit = rng.choice([u for u in units if u in HEADS] + [None])
+    head = rng.choice(HEADS[head_unit]) if head_unit else "the person"
+    mods = [rng.choice(MODIFIERS[u]) for u in units if u != head_unit]
+    rng.shuffle(mods)
+    participles = [m for m in mods if not m.startswith("who ")]
+    clauses = [m[len("who "):] for m in mods if m.startswith("who ")]
+    if len(clauses) > 1:  # "who kept a cat, drew maps and played the harp"
+        clauses = [", ".join(clauses[:-1]) + " and " + clauses[-1]]
+    phrase = " ".join([head] + participles + (["who " + clauses[0]] if clauses else []))
+    return phrase.format(**e.slots())
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"\w+", text.lower())) - _FILLER
+
+
+def _description_question(e: Entity, fact: str, facts: tuple[str, ...], rng: random.Random) -> str:
+    """The question asking `fact` of `e`, who is described by `facts` (some stated by the frame).
+    Frames that would repeat a word of the description ("was the man born in X born?") are avoided."""
+    frame_facts, frames = DESCRIPTION_QUESTIONS[fact]
+    desc = _describe(e, [f for f in facts if f not in frame_facts], rng)
+    slots = e.slots()
+    clash = {f: len(_words(f.format(desc="", **slots)) & _words(desc)) for f in frames}
+    frame = rng.choice([f for f in frames if clash[f] == min(clash.values())])
+    return frame.format(desc=desc, **slots)
+
+
+def _description_distractors(gold: Entity, facts: tuple[str, ...], pool: list[Entity], n: int,
+                             rng: random.Random) -> list[Entity]:
+    """n people of `pool` who share as many described facts with `gold` as possible, but never all
+    (so only the gold fits the description). Ties go first to people whose passage holds a described
+    year in the other role (born in the year the gold joined, or the reverse: a word trap for BM25),
+    then to people like the gold in city, trade or society, then at random."""
+    def rank(e: Entity) -> tuple:  # smaller first
+        year_trap = (("birth_year" in facts and e.join_year == gold.birth_year)
+                     + ("join_year" in facts and e.birth_year == gold.join_year))
+        return -shared[id(e)], -year_trap, -_likeness(e, gold), rng.random()
+    gold_values = _values(gold, facts)
+    shared = {id(e): sum(map(operator.eq, _values(e, facts), gold_values)) for e in pool}
+    others = [e for e in pool if e is not gold and shared[id(e)] < len(facts)]
+    if len(others) < n:
+        raise ValueError(f"{gold.name}: only {len(others)} people of the split do not fit the "
+                         f"description by {facts}, need {n} distractors")
+    return sorted(others, key=rank)[:n]
+
+
+def _description_rows(world: World, split: str, n_docs: int, rng: random.Random) -> list[dict]:
+    """One row per (passage, fact), shuffled: a question describing the person by 2-3 other facts,
+    the gold among n_docs - 1 people who share part of the description."""
+    pool = world.entities(split)
+    counts = [_fact_counts(world.people), _fact_counts(pool)]
+    rows = []
+    for gold in pool:
+        for fact in SIMPLE_QUESTIONS:
+            facts = _choose_facts(gold, fact, counts, rng)
+            docs = [e.passage for e in _description_distractors(gold, facts, pool, n_docs - 1, rng)]
+            pos = rng.randrange(n_docs)
+            docs.insert(pos, gold.passage)
+            question = _description_question(gold, fact, facts, rng)
+            rows.append(_row(question, docs, gold.answer(fact), pos, "description", list(facts)))
+    rng.shuffle(rows)
+    return rows
+
+
+QUESTION_KINDS = ("description", "name", "both")
+
+
+def _retrieval_rows(world: World, split: str, n_docs: int, stem: str, seed: int, questions: str) -> list[dict]:
+    """Rows of one split with description questions, name questions, or both (shuffled together).
+    Each kind has its own random stream, so the name rows are the same whatever `questions` is."""
+    if questions not in QUESTION_KINDS:
+        raise ValueError(f"questions must be one of {QUESTION_KINDS}, got {questions!r}")
+    pool = world.entities(split)
+    if n_docs > len(pool):
+        raise ValueError(f"asked for {n_docs} candidate passages per question, but split "
+                         f"{split!r} has only {len(pool)} passages")
+    rows, tag = [], f"{world.seed}-{split}-{seed}"
+    if questions in ("description", "both"):
+        rows += _description_rows(world, split, n_docs, random.Random(f"{stem}-description-{tag}"))
+    if questions in ("name", "both"):  # the stream name rows always had, so they stay as they were
+        rows += _name_rows(pool, n_docs, random.Random(f"{stem}-{tag}"))
+    if questions == "both":
+        random.Random(f"{stem}-both-{tag}").shuffle(rows)
+    return rows
+
+
+def instruct_rows(world: World, split: str = "train", k: int = 5, seed: int = 0,
+                  questions: str = "description") -> list[dict]:
+    """Instruction-tuning rows: one per (passage, fact) and question kind, shuffled; k docs, gold at a
+    random position. `answer` == `gold_answer` (no teacher). `questions`: see QUESTION_KINDS."""
+    return _retrieval_rows(world, split, k, "instruct", seed, questions)
+
+
+def e2e_rows(world: World, split: str = "train", n_candidates: int = 20, seed: int = 0,
+             questions: str = "description") -> list[dict]:
+    """End-to-end rows: one per (passage, fact) and question kind, shuffled; N candidates, gold at a
+    random position among people who share part of the description (or, for name questions, the
+    most similar people: then the reranker only has to read the name)."""
+    return _retrieval_rows(world, split, n_candidates, "e2e", seed, questions)
 
 
 def write_corpus(out_dir: str, seed: int = 0, n_train: int = 320, n_heldout: int = 80,
-                 k: int = 5, n_candidates: int = 20) -> dict[str, str]:
+                 k: int = 5, n_candidates: int = 20, questions: str = "description") -> dict[str, str]:
     """Write the JSONL files of one world into out_dir and return {name: path}.
-    pretrain_heldout is for measuring compression on unseen passages; never train on it."""
+    pretrain_heldout is for measuring compression on unseen passages; never train on it.
+    `questions` picks the kind of the instruct and end-to-end questions (QUESTION_KINDS)."""
     world = build_world(seed, n_train, n_heldout)
     files = {
         "pretrain": pretrain_rows(world, "train"),
         "pretrain_heldout": pretrain_rows(world, "heldout"),
-        "instruct": instruct_rows(world, "train", k, seed),
-        "instruct_heldout": instruct_rows(world, "heldout", k, seed),
-        "e2e_train": e2e_rows(world, "train", n_candidates, seed),
-        "e2e_heldout": e2e_rows(world, "heldout", n_candidates, seed),
+        "instruct": instruct_rows(world, "train", k, seed, questions),
+        "instruct_heldout": instruct_rows(world, "heldout", k, seed, questions),
+        "e2e_train": e2e_rows(world, "train", n_candidates, seed, questions),
+        "e2e_heldout": e2e_rows(world, "heldout", n_candidates, seed, questions),
     }
     os.makedirs(out_dir, exist_ok=True)
     paths = {}
@@ -281,6 +546,23 @@ def write_corpus(out_dir: str, seed: int = 0, n_train: int = 320, n_heldout: int
     return paths
 
 
+# ---------------------------------------------------------------- how hard is the ranking?
+def bm25_mrr(rows: list[dict]) -> float:
+    """MRR of the gold passages when BM25 (IDF over each row's own candidates) ranks the candidates."""
+    from metrics import bm25_scores, rank_from_scores, reciprocal_rank, summarize
+    return summarize(reciprocal_rank(rank_from_scores(bm25_scores(r["question"], r["docs"])), r["pos_index"])
+                     for r in rows)
+
+
+def bm25_report(world: World, n_candidates: int = 20, seed: int = 0) -> dict[str, float]:
+    """BM25 MRR on the held-out end-to-end rows of each question kind, and the MRR of a random order
+    (the mean of 1/rank over ranks 1..N): where the lexical baseline sits between chance and 1."""
+    report = {kind: bm25_mrr(e2e_rows(world, "heldout", n_candidates, seed, kind))
+              for kind in ("description", "name")}
+    report["random"] = sum(1 / r for r in range(1, n_candidates + 1)) / n_candidates
+    return report
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Write the fictional-world CLaRa corpus as JSONL.")
     parser.add_argument("--out", required=True, help="output directory")
@@ -289,9 +571,19 @@ if __name__ == "__main__":
     parser.add_argument("--n-heldout", type=int, default=80, help="people kept for evaluation only")
     parser.add_argument("--k", type=int, default=5, help="docs per instruct row")
     parser.add_argument("--n-candidates", type=int, default=20, help="docs per end-to-end row")
+    parser.add_argument("--questions", choices=QUESTION_KINDS, default="description",
+                        help="instruct and end-to-end questions: describe the person, name them, or both")
+    parser.add_argument("--report", action="store_true",
+                        help="also print BM25 MRR on the held-out end-to-end rows of each question kind")
     args = parser.parse_args()
-    print(f"seed {args.seed}: {args.n_train} train people, {args.n_heldout} held-out people")
-    paths = write_corpus(args.out, args.seed, args.n_train, args.n_heldout, args.k, args.n_candidates)
+    print(f"seed {args.seed}: {args.n_train} train people, {args.n_heldout} held-out people, "
+          f"{args.questions} questions")
+    paths = write_corpus(args.out, args.seed, args.n_train, args.n_heldout, args.k, args.n_candidates,
+                         args.questions)
     for name, path in paths.items():
         with open(path, encoding="utf-8") as f:
             print(f"{name:17s} {sum(1 for _ in f):6d} rows  {path}")
+    if args.report:
+        report = bm25_report(build_world(args.seed, args.n_train, args.n_heldout), args.n_candidates, args.seed)
+        print(f"BM25 MRR, held-out end-to-end rows, N = {args.n_candidates}: "
+              + ", ".join(f"{kind} {100 * mrr:.1f}" for kind, mrr in report.items()))

@@ -1,9 +1,14 @@
-"""Tests of corpus.py: the fictional world and its rows. Offline, about a second on one CPU core."""
+"""Tests of corpus.py: the fictional world and its rows. Offline, a few seconds on one CPU core."""
+import dataclasses
 import json
+import re
 
 import pytest
 
-from corpus import SIMPLE_QUESTIONS, build_world, e2e_rows, instruct_rows, pretrain_rows, write_corpus
+from corpus import (PLAYERS, SIMPLE_QUESTIONS, TRADE_NOUNS, TRADE_VERBS, World, bm25_mrr, bm25_report,
+                    build_world, e2e_rows, instruct_rows, pretrain_rows, write_corpus)
+
+RETRIEVAL_KINDS = ["instruct", "e2e_train", "instruct_heldout", "e2e_heldout"]
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +26,20 @@ def rows(world):
         "instruct_heldout": instruct_rows(world, "heldout"),
         "e2e_heldout": e2e_rows(world, "heldout"),
     }
+
+
+@pytest.fixture(scope="module")
+def name_rows(world):
+    """The same row kinds with name questions (questions="name")."""
+    return {"instruct": instruct_rows(world, "train", questions="name"),
+            "e2e_train": e2e_rows(world, "train", questions="name"),
+            "instruct_heldout": instruct_rows(world, "heldout", questions="name"),
+            "e2e_heldout": e2e_rows(world, "heldout", questions="name")}
+
+
+@pytest.fixture(scope="module")
+def by_passage(world):
+    return {e.passage: e for e in world.people}
 
 
 def test_same_seed_gives_identical_rows(rows):
@@ -98,10 +117,11 @@ def test_paraphrase_restates_every_fact_differently(world, rows):
             assert e.answer(fact) in r["answers"][0], f"paraphrase of {e.name!r} drops fact {fact}"
 
 
-@pytest.mark.parametrize("kind", ["instruct", "e2e_train", "instruct_heldout", "e2e_heldout"])
-def test_pos_index_points_at_the_only_passage_naming_the_person(world, rows, kind):
+@pytest.mark.parametrize("kind", RETRIEVAL_KINDS)
+def test_name_questions_point_at_the_only_passage_naming_the_person(world, name_rows, kind):
     names = {e.passage: e.name for e in world.people}
-    for r in rows[kind]:
+    for r in name_rows[kind]:
+        assert r["question_kind"] == "name" and r["described_by"] == ["name"], f"{kind}: not a name row: {r}"
         (i,) = r["pos_index"]
         gold = r["docs"][i]
         assert r["answer"] in gold, f"{kind}: answer {r['answer']!r} not in docs[pos_index]"
@@ -122,15 +142,177 @@ def test_rows_have_exactly_n_distinct_candidates(rows, kind, n):
         assert len(r["docs"]) == n and len(set(r["docs"])) == n, f"{kind}: want {n} distinct docs, got {len(set(r['docs']))}"
 
 
-def test_e2e_distractors_are_similar_people(world, rows):
+def test_name_e2e_distractors_are_similar_people(name_rows, by_passage):
     """With 320 people, 19 distractors can all share a city, trade or society with the gold."""
-    by_passage = {e.passage: e for e in world.people}
-    for r in rows["e2e_train"][:200]:
+    for r in name_rows["e2e_train"][:200]:
         gold = by_passage[r["docs"][r["pos_index"][0]]]
         for e in (by_passage[d] for d in r["docs"]):
             shared = (e.birth_city == gold.birth_city or e.occupation == gold.occupation
                       or e.organisation == gold.organisation)
             assert shared, f"distractor {e.name!r} shares no city, trade or society with {gold.name!r}"
+
+
+# ---------------------------------------------------------------- description questions
+def _forms(e, fact) -> list[str]:
+    """The ways a question may state a fact of e: the value, or for a trade or an instrument the
+    other words corpus.py uses for it ("maker of clocks", "made clocks", "cellist")."""
+    value = str(getattr(e, fact))
+    if fact == "occupation":
+        return [value, TRADE_NOUNS[value], TRADE_VERBS[value]]
+    if fact == "instrument":
+        return [value, PLAYERS[value]]
+    return [value]
+
+
+def _states(question: str, e, fact) -> bool:
+    return any(re.search(rf"\b{re.escape(form)}\b", question) for form in _forms(e, fact))
+
+
+ALL_FACTS = ["birth_year", "birth_city", "occupation", "organisation", "join_year", "instrument", "pet_kind",
+             "pet_name"]
+
+
+@pytest.mark.parametrize("kind", RETRIEVAL_KINDS)
+def test_description_fits_exactly_one_candidate_the_gold(rows, by_passage, kind):
+    """Re-derive from the people behind the candidates which ones fit the description: only the gold."""
+    for n, r in enumerate(rows[kind]):
+        where = f"{kind} row {n} ({r['question']!r})"
+        gold = by_passage[r["docs"][r["pos_index"][0]]]
+        facts = r["described_by"]
+        assert r["question_kind"] == "description" and 2 <= len(facts) <= 3, f"{where}: described_by {facts}"
+        fitting = [i for i, d in enumerate(r["docs"])
+                   if all(getattr(by_passage[d], f) == getattr(gold, f) for f in facts)]
+        assert fitting == r["pos_index"], f"{where}: candidates {fitting} fit the description by {facts}, want the gold"
+
+
+@pytest.mark.parametrize("kind", RETRIEVAL_KINDS)
+def test_description_question_states_its_facts_and_nothing_else(rows, by_passage, kind):
+    """The text says what described_by says: each described fact of the gold, no other fact (so not
+    the answer), and neither the name nor the surname."""
+    for n, r in enumerate(rows[kind]):
+        where = f"{kind} row {n} ({r['question']!r})"
+        gold = by_passage[r["docs"][r["pos_index"][0]]]
+        assert gold.name not in r["question"] and gold.surname not in r["question"], f"{where}: names the person"
+        for fact in ALL_FACTS:
+            described = fact in r["described_by"]
+            problem = "missing" if described else "stated but not in described_by"
+            assert _states(r["question"], gold, fact) == described, f"{where}: {fact} {getattr(gold, fact)!r} {problem}"
+        assert r["answer"] not in r["question"], f"{where}: the question gives its answer away"
+
+
+def test_descriptions_are_unique_in_the_whole_world(world, rows, by_passage):
+    """The docstring's promise for the default corpus: each description fits one person of both
+    splits, not only one candidate (the fallbacks are for tiny worlds)."""
+    for kind in RETRIEVAL_KINDS:
+        for n, r in enumerate(rows[kind]):
+            gold = by_passage[r["docs"][r["pos_index"][0]]]
+            fit = [e.name for e in world.people
+                   if all(getattr(e, f) == getattr(gold, f) for f in r["described_by"])]
+            assert fit == [gold.name], f"{kind} row {n} ({r['question']!r}) fits {fit}"
+
+
+def _twin(e, name: str, split: str):
+    """Someone with all of e's facts under another name: no description can tell them apart."""
+    first, surname = name.split()
+    passage = e.passage.replace(e.name, name).replace(e.surname, surname)
+    return dataclasses.replace(e, name=name, surname=surname, split=split, passage=passage)
+
+
+def test_without_a_unique_description_the_candidates_still_have_one_fit():
+    """The fallbacks: a held-out person with a twin in the train split is described uniquely in the
+    split only; one with a twin in the held-out split is described uniquely among the candidates
+    only, because the twin is never a candidate of theirs."""
+    base = build_world(seed=0, n_train=10, n_heldout=10)
+    h0, h1 = base.entities("heldout")[:2]
+    twin0, twin1 = _twin(h0, "Quom Trainward", "train"), _twin(h1, "Quel Heldward", "heldout")
+    world = World(seed=0, people=base.people + [twin0, twin1])
+    by_passage = {e.passage: e for e in world.people}
+    seen = set()
+    for n, r in enumerate(e2e_rows(world, "heldout", n_candidates=6)):
+        gold = by_passage[r["docs"][r["pos_index"][0]]]
+        fits = [i for i, d in enumerate(r["docs"])
+                if all(getattr(by_passage[d], f) == getattr(gold, f) for f in r["described_by"])]
+        assert fits == r["pos_index"], f"row {n} ({r['question']!r}): candidates {fits} fit"
+        if gold is h0:
+            assert twin0.passage not in r["docs"], "a train passage among held-out candidates"
+            seen.add("h0")
+        if gold in (h1, twin1):
+            assert {h1.passage, twin1.passage} - set(r["docs"]), f"row {n}: both twins are candidates"
+            seen.add("h1")
+    assert seen == {"h0", "h1"}, f"rows about the twinned people: {seen}"
+
+
+def test_descriptions_mix_sizes_and_facts(rows):
+    """Two or three facts, and not always a year (a year is nearly unique alone, and a rare word)."""
+    described = [r["described_by"] for r in rows["e2e_heldout"]]
+    sizes = {len(f) for f in described}
+    without_year = sum("birth_year" not in f and "join_year" not in f for f in described) / len(described)
+    assert sizes == {2, 3}, f"description sizes {sizes}"
+    assert 0.2 < without_year < 0.8, f"{without_year:.0%} of held-out descriptions use no year"
+    used = {f for fs in described for f in fs}
+    assert used == set(ALL_FACTS) - {"pet_name"}, f"facts used in descriptions: {sorted(used)}"
+
+
+@pytest.mark.parametrize("kind", RETRIEVAL_KINDS)
+def test_distractors_share_as_much_of_the_description_as_the_split_allows(world, rows, by_passage, kind):
+    """Greedy choice: nobody left out of the candidates shares more described facts than a chosen
+    distractor, and nobody who fits the whole description is a distractor."""
+    split = "heldout" if kind.endswith("heldout") else "train"
+    for n, r in enumerate(rows[kind][:300]):
+        gold = by_passage[r["docs"][r["pos_index"][0]]]
+        facts = r["described_by"]
+
+        def shared(e):
+            return sum(getattr(e, f) == getattr(gold, f) for f in facts)
+        chosen = [by_passage[d] for d in r["docs"] if by_passage[d] is not gold]
+        left = [e for e in world.entities(split) if e not in chosen and e is not gold and shared(e) < len(facts)]
+        worst_chosen = min(shared(e) for e in chosen)
+        best_left = max((shared(e) for e in left), default=0)
+        assert worst_chosen >= best_left, \
+            f"{kind} row {n}: a candidate shares {worst_chosen} of {facts}, someone left out {best_left}"
+
+
+def test_distractors_mostly_share_part_of_the_description(rows, by_passage):
+    """In the train split (320 people) there are always people who share part of it."""
+    shares = [any(getattr(by_passage[d], f) == getattr(gold, f) for f in r["described_by"])
+              for r in rows["e2e_train"] for gold in [by_passage[r["docs"][r["pos_index"][0]]]]
+              for d in r["docs"] if by_passage[d] is not gold]
+    share = sum(shares) / len(shares)
+    assert share > 0.99, f"only {share:.1%} of distractors share a described fact"
+
+
+def test_description_questions_do_not_say_a_thing_twice(rows):
+    """The frame is chosen to avoid "In what year was the clockmaker born in Zelfort born?"."""
+    for r in rows["e2e_train"] + rows["e2e_heldout"]:
+        q = r["question"].lower()
+        for phrase in ("born", "member", "for a living", "come", "join"):
+            assert len(re.findall(rf"\b{phrase}\b", q)) <= 1, f"{phrase!r} twice in {r['question']!r}"
+
+
+def test_bm25_mrr_on_heldout_descriptions_is_between_chance_and_the_name_ceiling(world, rows, name_rows):
+    """The lexical baseline must neither solve the held-out description questions (MRR below 0.90
+    over 20 candidates; name questions: about 1.0) nor be at chance (a random order gives 0.18):
+    the descriptions carry the facts, and the ranking is left to learn. The same numbers as
+    `python corpus.py --out DIR --report`."""
+    description, name = bm25_mrr(rows["e2e_heldout"]), bm25_mrr(name_rows["e2e_heldout"])
+    report = bm25_report(world)
+    print(f"BM25 MRR on e2e_heldout: description {description:.3f}, name {name:.3f}, random {report['random']:.3f}")
+    assert report == {"description": description, "name": name, "random": pytest.approx(0.18, abs=0.001)}
+    assert 2 * report["random"] < description < 0.90, f"BM25 MRR on held-out description questions: {description:.3f}"
+    assert name > 0.99, f"BM25 MRR on held-out name questions is {name:.3f}, want about 1"
+
+
+def test_question_kinds_name_and_both(world, rows, name_rows):
+    both = e2e_rows(world, "heldout", questions="both")
+    assert len(both) == 2 * len(rows["e2e_heldout"]), f"questions='both' gave {len(both)} rows"
+    by_kind = {k: [r for r in both if r["question_kind"] == k] for k in ("description", "name")}
+    key = lambda r: json.dumps(r, sort_keys=True)  # noqa: E731
+    assert sorted(by_kind["name"], key=key) == sorted(name_rows["e2e_heldout"], key=key), "'both' changed the name rows"
+    assert sorted(by_kind["description"], key=key) == sorted(rows["e2e_heldout"], key=key), \
+        "'both' changed the description rows"
+    assert [r["question_kind"] for r in both[:40]].count("name") not in (0, 40), "'both' rows are not mixed"
+    with pytest.raises(ValueError, match="questions must be one of"):
+        instruct_rows(world, "heldout", questions="names")
 
 
 def test_too_many_candidates_raises(world):
@@ -147,7 +329,8 @@ def test_rows_match_official_field_names_and_types(rows):
         else:
             assert r["question"] == "" and len(r["answers"]) == 1, f"bad paraphrase row {r}"
     for r in rows["instruct"] + rows["e2e_train"]:
-        assert set(r) == {"question", "docs", "answer", "gold_answer", "pos_index"}, f"fields {sorted(r)}"
+        assert set(r) == {"question", "docs", "answer", "gold_answer", "pos_index", "question_kind",
+                          "described_by"}, f"fields {sorted(r)}"
         assert isinstance(r["question"], str) and isinstance(r["answer"], str) and r["answer"] == r["gold_answer"]
         assert isinstance(r["pos_index"], list) and all(isinstance(i, int) for i in r["pos_index"])
 
@@ -163,3 +346,8 @@ def test_write_corpus_round_trips(tmp_path):
         assert len(lines) == n, f"{name}.jsonl has {len(lines)} rows, want {n}"
     first = json.loads(open(paths["e2e_heldout"], encoding="utf-8").readline())
     assert first == e2e_rows(world, "heldout", n_candidates=6, seed=3)[0], "e2e_heldout.jsonl does not round-trip"
+    both = write_corpus(str(tmp_path / "both"), seed=3, n_train=12, n_heldout=6, k=3, n_candidates=6,
+                        questions="both")
+    kinds = [json.loads(line)["question_kind"] for line in open(both["instruct_heldout"], encoding="utf-8")]
+    assert sorted(set(kinds)) == ["description", "name"] and len(kinds) == 2 * want["instruct_heldout"], \
+        f"questions='both' wrote {len(kinds)} instruct_heldout rows of kinds {sorted(set(kinds))}"

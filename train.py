@@ -3,6 +3,7 @@
     python train.py                                   # all stages, embedded corpus, SmolLM2-135M
     python train.py --backbone tiny --steps 4 ...     # smoke run (checks the pipeline, not quality)
     python train.py --stage pretrain --data pretrain.jsonl --out runs/scp
+    torchrun --standalone --nproc_per_node=4 train.py ...   # 4 GPUs, one process each (docs/multi_gpu.md)
 
 Layout of --out: args.json (the resolved run), data/ (the embedded corpus, when used),
 <stage>/ (checkpoint: config.json + adapters.safetensors, trainer_state.pt, DONE when finished),
@@ -57,7 +58,8 @@ def parse_args(argv=None):
                    help="optimizer steps per stage (pretrain instruct e2e); the defaults fit about 20 "
                         "minutes on a 2-core CPU with SmolLM2-135M")
     p.add_argument("--batch-size", type=int, nargs=3, default=[4, 4, 8], metavar=("PRE", "INS", "E2E"))
-    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--grad-accum", type=int, default=1,
+                   help="cut each step's batch into this many micro-batches (less memory; a step's rows stay the same)")
     p.add_argument("--lr", type=float, nargs=3, default=[1e-3, 5e-4, 2e-4], metavar=("PRE", "INS", "E2E"),
                    help="paper: 1e-4 1e-4 5e-6 at batch 128/128/32 for 7B models; a 135M model on a "
                         "few hundred steps needs larger ones")
@@ -149,8 +151,9 @@ def resolve_sources(args) -> dict:
     """-> {stage: (train source, eval source or None)}."""
     if not args.data:
         directory = os.path.join(args.out, "data")
-        if not os.path.exists(os.path.join(directory, "e2e_heldout.jsonl")):
+        if is_main() and not os.path.exists(os.path.join(directory, "e2e_heldout.jsonl")):
             corpus.write_corpus(directory, seed=args.seed)
+        barrier()  # the other ranks read what rank 0 wrote
         args.data = [directory]
     if len(args.data) == 1 and "=" not in args.data[0] and not os.path.isdir(args.data[0]):
         if args.stage == "all":
@@ -260,7 +263,7 @@ class VectorCache:
         model.eval()
         chunks = []
         with torch.no_grad(), autocast if autocast is not None else contextlib.nullcontext():
-            for i in tqdm(range(0, len(passages), batch_size), desc="compress candidates", leave=False):
+            for i in tqdm(shard(range(0, len(passages), batch_size)), desc="compress candidates", leave=False):
                 chunk = passages[i:i + batch_size]
                 try:
                     chunks.append(model.compress(chunk).float().cpu())  # (b, l, D)
@@ -269,11 +272,130 @@ class VectorCache:
                     raise RuntimeError(f"compressing candidates of {', '.join(where[:5])}"
                                        f"{' ...' if len(where) > 5 else ''}: {err}") from err
         model.train(was_training)
-        self.vectors, self.device = torch.cat(chunks), model.device  # (U, l, D) for U distinct passages
+        self.vectors = torch.cat(gather_chunks(chunks, torch.device("cpu")))  # (U, l, D) for U distinct passages
+        self.device = model.device
 
     def __call__(self, doc_lists):
         idx = torch.tensor([[self.index[d] for d in docs] for docs in doc_lists])  # (B, n)
         return self.vectors[idx].to(self.device)  # (B, n, l, D)
+
+
+# --- several processes: torchrun -----------------------------------------------------------------
+# `torchrun --standalone --nproc_per_node=N train.py ...` starts N copies of this script with RANK,
+# LOCAL_RANK and WORLD_SIZE set, as nanoGPT's train.py expects (docs/multi_gpu.md). Without them
+# every helper below does nothing and train.py is the one-process script it always was.
+dist = torch.distributed
+
+
+def distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def setup_distributed():
+    """Join torchrun's process group: nccl on CUDA (one GPU per process, cuda:LOCAL_RANK), gloo on CPU.
+    Only rank 0 speaks: the others' prints and progress bars go nowhere (errors still show)."""
+    if "RANK" not in os.environ:
+        return
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    if torch.cuda.is_available():
+        if local_rank >= torch.cuda.device_count():
+            raise SystemExit(f"rank {rank}: LOCAL_RANK {local_rank}, but this machine has "
+                             f"{torch.cuda.device_count()} GPUs: start at most that many (--nproc_per_node)")
+        torch.cuda.set_device(local_rank)  # pick_device's "cuda" is now this process's GPU
+        dist.init_process_group("nccl", device_id=torch.device("cuda", local_rank))
+    else:
+        dist.init_process_group("gloo")
+    if rank > 0:
+        import sys
+        from functools import partialmethod
+        sys.stdout = open(os.devnull, "w")
+        tqdm.__init__ = partialmethod(tqdm.__init__, disable=True)
+    print(f"torchrun: {dist.get_world_size()} processes, backend {dist.get_backend()}; rank 0 logs and writes")
+
+
+def teardown_distributed():
+    if distributed():
+        dist.destroy_process_group()
+
+
+def is_main() -> bool:
+    """Rank 0, or the only process: the one that logs, evaluates and writes files."""
+    return not distributed() or dist.get_rank() == 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if distributed() else 1
+
+
+def barrier():
+    """Wait for every process (e.g. until rank 0 has written what the others read)."""
+    if distributed():
+        dist.barrier()
+
+
+def shard(items):
+    """This process's contiguous share of a list or range: rank r of P takes items[r*n//P:(r+1)*n//P],
+    so the shares in rank order make up the whole again."""
+    n, r = len(items), dist.get_rank() if distributed() else 0
+    return items[r * n // world_size():(r + 1) * n // world_size()]
+
+
+def check_batch_split(args):
+    """Refuse, before any work, a --batch-size that P processes x --grad-accum A cannot cut into P*A
+    equal micro-batches (unequal ones would weigh the rows of a step unequally)."""
+    n = world_size() * args.grad_accum
+    for stage, bs in zip(STAGES, args.batch_size):
+        if bs % n and args.stage in (stage, "all"):
+            raise SystemExit(f"--batch-size {bs} of stage {stage} does not split into {world_size()} "
+                             f"process(es) x --grad-accum {args.grad_accum} equal micro-batches: "
+                             f"give a multiple of {n}")
+
+
+def micro_batches(batch, accum):
+    """This process's micro-batches of one step's batch. Every process draws the same batch (the
+    same seeded order); rank r of P takes its share and cuts it into A = --grad-accum pieces. So P
+    processes x A cut the batch into the same P*A slices, in the same order, as one process with
+    --grad-accum P*A, and take the same step (test_ddp.py): each slice's loss is a token mean and
+    weighs 1/(P*A) in the gradient (1/A in run_stage, 1/P in all_reduce_grads). Weighing every answer
+    token of the batch alike would need every process's token count first; equal slices are simpler.
+    Exact without random noise in the forward (the defaults); with --lora-dropout or --gumbel every
+    process draws the same noise for its own slice, where one process draws new noise per slice."""
+    n = world_size() * accum
+    if len(batch) % n:  # check_batch_split ran, so only a data set smaller than a batch gets here
+        raise SystemExit(f"{len(batch)} training rows do not split into {world_size()} process(es) x "
+                         f"--grad-accum {accum} equal micro-batches: use more rows (--limit) or fewer pieces")
+    size = len(batch) // n
+    mine = shard(batch)  # (batch / P rows)
+    return [mine[j * size:(j + 1) * size] for j in range(accum)]
+
+
+def all_reduce_grads(params):
+    """Average the trainable parameters' gradients over processes, after backward: what DDP does.
+    Not the DistributedDataParallel wrapper: a CLaRa step is no single module call (stage_loss runs
+    compressor, query reasoner and generator sub-forwards under a context manager that picks the
+    adapter), and only the current stage's adapters get gradients, which DDP would have to be told
+    (find_unused_parameters). The LoRA gradients are a few MB, so one all-reduce after backward costs
+    little. Every process builds the same model from the same seed and checkpoint, so equal averaged
+    gradients keep the adapters equal, as DDP's do."""
+    if not distributed():
+        return
+    grads = [p.grad for p in params if p.grad is not None]  # the same list in every process
+    flat = torch.cat([g.flatten() for g in grads])  # one message, not one per tensor
+    dist.all_reduce(flat)  # sum over processes
+    flat /= world_size()
+    for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(part.view_as(g))
+
+
+def gather_chunks(chunks, device):
+    """Every process's list of tensors, joined in rank order, in every process: stage 3's vector
+    cache is compressed in shards and every process needs all of it. all_gather_object, because the
+    shards may differ in size; sent through the CPU, so a tensor never arrives on another's GPU."""
+    if not distributed():
+        return chunks
+    parts = [None] * world_size()
+    dist.all_gather_object(parts, [c.cpu() for c in chunks])
+    return [c.to(device) for part in parts for c in part]
 
 
 # --- one stage -----------------------------------------------------------------------------------
@@ -405,7 +527,8 @@ def run_stage(model, stage, args, sources, device, autocast, log, counter=None):
     directory = os.path.join(args.out, stage)
     rows, held = load_stage_rows(args, stage, sources)
     print(f"stage {stage}: {len(rows)} training rows, {len(held)} held-out rows; trains "
-          f"{', '.join(TRAINS[stage])}; {steps} steps x batch {bs} x accum {args.grad_accum}, lr {lr:g} {schedule}")
+          f"{', '.join(TRAINS[stage])}; {steps} steps x batch {bs} (in {args.grad_accum} micro-batches per "
+          f"process), lr {lr:g} {schedule}")
     params = trainable(model, stage)
     opt = torch.optim.AdamW(param_groups(model, params, lr, args.compressor_lr_mult), weight_decay=0.0)
     warm = min(args.warmup, steps // 5)
@@ -436,7 +559,7 @@ def run_stage(model, stage, args, sources, device, autocast, log, counter=None):
         cache = VectorCache(model, rows + held, args.n_candidates, autocast=autocast)
         print(f"stage e2e: cached {len(cache.index)} passages' vectors in {time.time() - t0:.1f} s")
     order = random.Random(args.seed + i)
-    for _ in range(start * args.grad_accum):  # replay the batches already seen, so a resumed run
+    for _ in range(start):  # replay the batches already seen, so a resumed run
         order.sample(rows, min(bs, len(rows)))  # sees exactly the batches an uninterrupted one would
     model.train()
     t_last, last_logged = time.time(), start
@@ -445,23 +568,24 @@ def run_stage(model, stage, args, sources, device, autocast, log, counter=None):
     bar = tqdm(range(start, steps), desc=stage, initial=start, total=steps, leave=False)
     for step in bar:
         opt.zero_grad(set_to_none=True)
-        for _ in range(args.grad_accum):
-            batch = order.sample(rows, min(bs, len(rows)))  # a data set smaller than a batch is used whole
+        step_batch = order.sample(rows, min(bs, len(rows)))  # a data set smaller than a batch is used whole
+        for batch in micro_batches(step_batch, args.grad_accum):  # this process's share, in pieces
             if stage == "pretrain" and step < args.curriculum:
                 batch = curriculum_rows(batch, (step + 1) / args.curriculum)
             with autocast:
                 out = stage_loss(model, stage, batch, args, cache)
             (out["loss"] / args.grad_accum).backward()
+        all_reduce_grads(params)  # the mean over processes (nothing to do in one)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         done = step + 1
-        if done % args.log_every == 0 or done == steps:
+        if is_main() and (done % args.log_every == 0 or done == steps):
             seconds = time.time() - t_last  # training time only: diagnostics come after the clock
-            positions, flops = counter.take()
+            positions, flops = counter.take()  # this process's; every process does the same work
             rec = {"stage": stage, "step": done, "loss": out["loss"].item(), "lr": sched.get_last_lr()[-1],
-                   "ms_per_step": 1000 * seconds / (done - last_logged), "tokens_per_s": positions / seconds,
-                   "mfu": flops / seconds / args.peak_flops}
+                   "ms_per_step": 1000 * seconds / (done - last_logged),
+                   "tokens_per_s": positions * world_size() / seconds, "mfu": flops / seconds / args.peak_flops}
             if "mse" in out:
                 rec["mse"] = out["mse"].item()
             if stage == "e2e":
@@ -474,15 +598,17 @@ def run_stage(model, stage, args, sources, device, autocast, log, counter=None):
             log(rec)
             counter.take()  # the diagnostics' passes are not training
             t_last, last_logged = time.time(), done
-        if done % args.save_every == 0 or done == steps:
+        if is_main() and (done % args.save_every == 0 or done == steps):
             rng = {"torch_rng": torch.get_rng_state()}
             if torch.cuda.is_available():  # dropout and Gumbel noise draw from the CUDA generator there
                 rng["cuda_rng"] = torch.cuda.get_rng_state_all()
             save_stage(model, directory, {"step": done, "optimizer": opt.state_dict(),
                                           "scheduler": sched.state_dict(), **rng})
         if args.stop_after and done - start >= args.stop_after and done < steps:
+            barrier()  # rank 0 has written the checkpoint before any process exits
             raise SystemExit(f"stage {stage}: stopped after step {done} as asked (--stop-after)")
-    open(os.path.join(directory, "DONE"), "w").write("done\n")
+    if is_main():
+        open(os.path.join(directory, "DONE"), "w").write("done\n")
 
 
 def format_log(rec):
@@ -531,6 +657,8 @@ def check_resume_config(args, path, may_change=()):
 
 def main(argv=None):
     args = parse_args(argv)
+    setup_distributed()
+    check_batch_split(args)
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     print(f"seed {args.seed}")
@@ -544,8 +672,9 @@ def main(argv=None):
     for stage in stages:
         if stage not in sources:
             raise SystemExit(f"no data for stage {stage}: pass --data {stage}=SOURCE")
-    with open(os.path.join(args.out, "args.json"), "w") as f:
-        json.dump(vars(args), f, indent=2)
+    if is_main():
+        with open(os.path.join(args.out, "args.json"), "w") as f:
+            json.dump({**vars(args), "processes": world_size()}, f, indent=2)
     t0 = time.time()
     model = CLaRa(*load_backbone(args.backbone, backbone_dtype(device)), clara_config(args)).to(device)
     counter = FlopCounter(model)
@@ -585,6 +714,7 @@ def main(argv=None):
             print(f"stage {stage}: finished in {time.time() - t0:.0f} s -> {directory}")
         previous = directory
     print(f"done: final checkpoint in {previous}")
+    teardown_distributed()
 
 
 if __name__ == "__main__":

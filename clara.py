@@ -267,11 +267,11 @@ def differentiable_topk(scores: torch.Tensor, k: int, temperature: float, gumbel
     return H + (P - P.detach()), indices
 
 
-def shuffle_donors(own: list, shown: list) -> list[int]:
+def shuffle_donors(own: list, shown: list, names: list[str] | None = None) -> list[int]:
     """The shuffled control (DESIGN.md section 8): for row i, the next row j (cyclically) none of
     whose passages shown[j] is one of row i's own passages own[i], so that the "shuffled" row never
     reads its own facts. A roll by one is not enough: rows share passages (several questions per
-    passage, similar passages as distractors).
+    passage, similar passages as distractors). names[i] (e.g. "file.jsonl:7") labels row i in errors.
 
     >>> shuffle_donors([{"a"}, {"a"}, {"b"}], [["a"], ["a"], ["b"]])
     [2, 2, 0]
@@ -280,8 +280,8 @@ def shuffle_donors(own: list, shown: list) -> list[int]:
     for i in range(len(own)):
         j = next((j % len(own) for j in range(i + 1, i + len(own)) if not set(own[i]) & set(shown[j % len(own)])), None)
         if j is None:
-            raise ValueError(f"row {i}: every other row of the batch holds one of its passages, so the "
-                             f"shuffled control has no donor; use rows about other passages")
+            raise ValueError(f"{names[i] if names else f'row {i}'}: every other row holds one of its "
+                             f"passages, so the shuffled control has no donor; use rows about other passages")
         donors.append(j)
     return donors
 

@@ -37,7 +37,7 @@ import torch
 import corpus
 import data
 import metrics
-from clara import CLaRa
+from clara import CLaRa, shuffle_donors
 from train import VectorCache, load_tensors, pick_device
 
 SETTINGS = ("closed-book", "text-rag", "compressed", "end-to-end", "rerank", "efficiency")
@@ -98,27 +98,12 @@ def default_data(run_dir):
     return corpus.write_corpus(os.path.dirname(path), seed=seed)["e2e_heldout"]
 
 
-def oracle_k(row, k):
-    """Candidate indices given to text-rag and compressed: the positives, then the first
-    non-positives until there are k, in candidate order.  pos [3], k 2 -> [0, 3]."""
-    pos = sorted(row["pos_index"])[:k]
-    rest = [i for i in range(len(row["docs"])) if i not in pos][:k - len(pos)]
-    return sorted(pos + rest)
-
-
 def donors(rows, passages):
-    """For question i, the next question j (cyclically: a roll by one over all questions) whose k
-    passages exclude i's positive passages, so the shuffled control never reads i's own facts."""
-    out = []
-    for i, row in enumerate(rows):
-        own = {row["docs"][p] for p in row["pos_index"]}
-        j = next((j % len(rows) for j in range(i + 1, i + len(rows))
-                  if not own & set(passages[j % len(rows)])), None)
-        if j is None:
-            raise ValueError(f"{row['where']}: every other question's passages hold this question's "
-                             f"positives; the shuffled control needs questions about other passages")
-        out.append(j)
-    return out
+    """For question i, the next question j (cyclically) whose passages exclude i's own (its
+    positives; all its passages when it has no pos_index): clara.shuffle_donors, the rule of the
+    training controls too, so the shuffled control never reads i's own facts."""
+    own = [{r["docs"][p] for p in r["pos_index"]} or set(shown) for r, shown in zip(rows, passages)]
+    return shuffle_donors(own, passages, [r["where"] for r in rows])
 
 
 def batched(rows, size, fn):
@@ -157,7 +142,7 @@ def ranking_metrics(scores, rows):
     if not rr:
         return {"skipped": "no row has pos_index"}
     return {"mrr": metrics.summarize(rr), **{f"recall@{k}": metrics.summarize(v) for k, v in recall.items()},
-            "questions": len(rr)}
+            "questions": len(rr), "per_question_rr": rr}
 
 
 def query_scores(model, rows, cache, size):
@@ -169,7 +154,7 @@ def query_scores(model, rows, cache, size):
     return batched(rows, size, fn)
 
 
-def before_scores(model, rows, cache, args):
+def before_scores(model, rows, cache, args, autocast=None):
     """Scores of the query reasoner where stage 3 starts: theta_qr <- theta_c of the instruct
     checkpoint (train.py --qr-init compressor). Returns (scores or None, checkpoint or a note)."""
     before = args.before or os.path.join(os.path.dirname(os.path.abspath(args.ckpt)), "instruct")
@@ -187,7 +172,7 @@ def before_scores(model, rows, cache, args):
     try:
         now = model.trainable_state_dict()
         same = all(torch.equal(now[n], after[n]) for n in now if "compressor" in n or n == "memory_tokens")
-        own_cache = cache if same else VectorCache(model, rows, batch_size=args.batch_size)  # stage 3 froze theta_c
+        own_cache = cache if same else VectorCache(model, rows, batch_size=args.batch_size, autocast=autocast)  # stage 3 froze theta_c
         return query_scores(model, rows, own_cache, args.batch_size), before
     finally:
         model.load_trainable(after, args.ckpt)
@@ -195,68 +180,110 @@ def before_scores(model, rows, cache, args):
 
 # --- efficiency ----------------------------------------------------------------------------------
 
+@torch.no_grad()
+def prefill_and_decode(model, prompt, new_tokens, device):
+    """Seconds of the prefill (one forward over the prompt (T, D), filling the KV cache) and per
+    token of new_tokens greedy steps after it, never stopping early: the same token count for every
+    setting, so the two settings are timed like for like."""
+    with model.adapter("generator"):
+        sync(device)
+        t0 = time.perf_counter()
+        out = model.backbone(inputs_embeds=prompt[None], use_cache=True)  # (1, T, V)
+        nxt = out.logits[:, -1].argmax(-1)  # (1,)
+        sync(device)
+        t1 = time.perf_counter()
+        for _ in range(new_tokens):
+            out = model.backbone(input_ids=nxt[:, None], past_key_values=out.past_key_values, use_cache=True)
+            nxt = out.logits[:, -1].argmax(-1)
+        sync(device)
+    return t1 - t0, (time.perf_counter() - t1) / new_tokens
+
+
 def efficiency(model, rows, passages, cache, args, device):
-    """Prompt positions (all questions) and median latency at batch size 1, compressed vs text."""
-    T = args.max_new_tokens
-    positions = {"compressed": [len(model._prompt_embeds(r["question"], list(cache([p])[0])))
-                                for r, p in zip(rows, passages)],
-                 "text-rag": [len(model._prompt_embeds(r["question"], p)) for r, p in zip(rows, passages)]}
-    run = {"compressed": lambda i: model.generate([rows[i]["question"]], cache([passages[i]]), T),
-           "text-rag": lambda i: model.generate([rows[i]["question"]], [passages[i]], T, docs_as_text=True)}
-    n = min(args.latency_questions, len(rows))
-    times, lengths = {name: [] for name in run}, {name: [] for name in run}
-    for fn in run.values():
-        fn(0)  # warm-up: first-call allocations and kernel choices are not the method's cost
+    """Prompt positions (all questions); prefill time and time per generated token at batch size 1
+    (medians), compressed (vectors cached) vs text RAG; the ratios of like-for-like figures."""
+    prompts = {"compressed": lambda i: model._prompt_embeds(rows[i]["question"], list(cache([passages[i]])[0])),
+               "text-rag": lambda i: model._prompt_embeds(rows[i]["question"], passages[i])}
+    positions = {name: [len(fn(i)) for i in range(len(rows))] for name, fn in prompts.items()}
+    n, T = min(args.latency_questions, len(rows)), args.max_new_tokens
+    times = {name: [] for name in prompts}
+    for fn in prompts.values():
+        prefill_and_decode(model, fn(0), 2, device)  # warm-up: first-call allocations and kernel choices
     for i in range(n):  # interleaved, so a busy machine slows both settings alike
-        for name, fn in run.items():
-            sync(device)
-            t0 = time.perf_counter()
-            answer = fn(i)[0]
-            sync(device)
-            times[name].append(time.perf_counter() - t0)
-            lengths[name].append(len(model.tokenizer(answer, add_special_tokens=False)["input_ids"]))
-    out = {name: {"prompt_positions": statistics.mean(positions[name]), "answer_tokens":
-                  statistics.mean(lengths[name]), "latency_ms": 1000 * statistics.median(times[name])}
-           for name in run}
-    out["latency_questions"] = n
-    out["speedup"] = out["text-rag"]["latency_ms"] / out["compressed"]["latency_ms"]
-    out["fewer_positions"] = out["text-rag"]["prompt_positions"] / out["compressed"]["prompt_positions"]
+        for name, fn in prompts.items():
+            times[name].append(prefill_and_decode(model, fn(i), T, device))
+    out = {name: {"prompt_positions": statistics.mean(positions[name]),
+                  "prefill_ms": 1000 * statistics.median(t[0] for t in times[name]),
+                  "ms_per_token": 1000 * statistics.median(t[1] for t in times[name])} for name in prompts}
+    for e in out.values():
+        e["answer_ms"] = e["prefill_ms"] + T * e["ms_per_token"]  # a T-token answer, from the medians
+    c, t = out["compressed"], out["text-rag"]
+    out.update(latency_questions=n, new_tokens=T, fewer_positions=t["prompt_positions"] / c["prompt_positions"],
+               prefill_speedup=t["prefill_ms"] / c["prefill_ms"],
+               per_token_speedup=t["ms_per_token"] / c["ms_per_token"], answer_speedup=t["answer_ms"] / c["answer_ms"])
     return out
 
 
 # --- the run -------------------------------------------------------------------------------------
 
-def compress_candidates(model, rows, args, device):
+def compress_candidates(model, rows, args, device, autocast=None):
     """Cache every distinct candidate's vectors, timed: the corpus compression throughput."""
     model.compress([rows[0]["docs"][0]])  # warm-up before the clock
     sync(device)
     t0 = time.perf_counter()
-    cache = VectorCache(model, rows, batch_size=args.batch_size)
+    cache = VectorCache(model, rows, batch_size=args.batch_size, autocast=autocast)
     sync(device)
     seconds = time.perf_counter() - t0
     return cache, {"passages": len(cache.index), "seconds": seconds, "batch_size": args.batch_size,
                    "passages_per_s": len(cache.index) / seconds}
 
 
-def answer_settings(model, rows, passages, cache, picks, e2e_donor, args):
-    """Predictions of each requested setting: same questions, prompt, generator and decoding."""
+def answer_settings(model, rows, passages, cache, picks, args):
+    """Predictions of each requested setting: same questions, prompt, generator and decoding.
+    picks: {"end-to-end": after-stage-3 picks, "end-to-end-before": before-stage-3 picks}."""
     T, want, questions = args.max_new_tokens, set(args.settings), [r["question"] for r in rows]
-    runs = {}
+    runs, donor_of = {}, {}
     if "closed-book" in want:
         runs["closed-book"] = lambda idx: None
     if "text-rag" in want:
         runs["text-rag"] = lambda idx: [passages[i] for i in idx]
     if "compressed" in want:
-        donor = donors(rows, passages)
+        donor = donor_of["compressed"] = donors(rows, passages)
         runs["compressed"] = lambda idx: cache([passages[i] for i in idx])  # (B, k, l, D)
         runs["compressed-shuffled"] = lambda idx: cache([passages[donor[i]] for i in idx])
-    if "end-to-end" in want:  # rerank + generate from cached vectors, as CLaRa.answer does
-        picked = [[r["docs"][c] for c in cs] for r, cs in zip(rows, picks)]
-        runs["end-to-end"] = lambda idx: cache([picked[i] for i in idx])
-        runs["end-to-end-shuffled"] = lambda idx: cache([picked[e2e_donor[i]] for i in idx])
-    return {name: batched(rows, args.batch_size, lambda idx: model.generate(
+    for name, chosen in picks.items():  # rerank + generate from cached vectors, as CLaRa.answer does
+        picked = [[r["docs"][c] for c in cs] for r, cs in zip(rows, chosen)]
+        runs[name] = lambda idx, picked=picked: cache([picked[i] for i in idx])
+        if name == "end-to-end":  # its control: another question's picked vectors
+            donor = donor_of[name] = donors(rows, picked)
+            runs[name + "-shuffled"] = lambda idx, picked=picked, donor=donor: cache([picked[donor[i]] for i in idx])
+    preds = {name: batched(rows, args.batch_size, lambda idx: model.generate(
         [questions[i] for i in idx], docs(idx), T, docs_as_text=name == "text-rag"))
         for name, docs in runs.items()}
+    return preds, donor_of
+
+
+# The differences the report gives a 95% paired-bootstrap interval: (name, setting a, setting b).
+COMPARISONS = [("compressed - shuffled", "compressed", "compressed-shuffled"),
+               ("end-to-end - shuffled", "end-to-end", "end-to-end-shuffled"),
+               ("end-to-end: after - before stage-3 picks", "end-to-end", "end-to-end-before"),
+               ("shuffled - closed-book", "compressed-shuffled", "closed-book"),
+               ("compressed - text RAG", "compressed", "text-rag")]
+
+
+def intervals(per_question, reranking):
+    """Paired bootstrap 95% intervals (metrics.paired_bootstrap) of every gap the report states."""
+    out = {}
+    for name, a, b in COMPARISONS:
+        if a in per_question and b in per_question:
+            out[name] = {m: metrics.paired_bootstrap([x[m] for x in per_question[a]], [x[m] for x in per_question[b]])
+                         for m in ("em", "f1")}
+    rr = {n: reranking.get(n, {}).get("per_question_rr") for n in ("after", "before", "bm25")}
+    if rr["after"] and rr["before"]:
+        out["MRR: after - before stage 3"] = {"mrr": metrics.paired_bootstrap(rr["after"], rr["before"])}
+    if rr["after"] and rr["bm25"]:
+        out["MRR: after stage 3 - BM25"] = {"mrr": metrics.paired_bootstrap(rr["after"], rr["bm25"])}
+    return out
 
 
 def evaluate(args):
@@ -269,32 +296,34 @@ def evaluate(args):
     rows = data.load_rows(source, "e2e", split=args.split)
     rows = rows[:args.limit] if args.limit else rows
     data.check_candidates(rows, k)  # before loading a model: "file:line: ... fewer than k"
-    rule = "first gold alias only (official rule)" if args.first_alias_only else "max over all gold aliases"
+    fields = sorted({r["gold_field"] for r in rows})
+    rule = (f"{'the first gold alias only (official rule)' if args.first_alias_only else 'max over all gold aliases'}"
+            f" of field {' / '.join(fields)}")
     device, autocast = choose_device(args.device)
     sizes = sorted({len(r["docs"]) for r in rows})
     print(f"checkpoint: {args.ckpt}\ndata: {source}: {len(rows)} questions, k = {k}, N = "
           f"{'-'.join(map(str, sorted({sizes[0], sizes[-1]})))} candidates\nanswers scored against: {rule}")
     model = CLaRa.load(args.ckpt).to(device).eval()
-    chosen = [oracle_k(r, k) for r in rows]
+    chosen = [data.oracle_k(r, k) for r in rows]
     passages = [[r["docs"][c] for c in cs] for r, cs in zip(rows, chosen)]
     res = {"checkpoint": args.ckpt, "data": source, "device": str(device), "questions": len(rows), "k": k,
            "alias_rule": rule, "max_new_tokens": args.max_new_tokens, "settings": {}, "reranking": {},
            "passages": "text-rag and compressed read the positives (pos_index) plus the first "
                        "non-positive candidates up to k, in candidate order"}
-    want, cache, after, picks = set(args.settings), None, None, None
+    want, cache, picks = set(args.settings), None, {}
     with torch.no_grad(), autocast:
         if want - {"closed-book", "text-rag"}:
-            cache, res["compression"] = compress_candidates(model, rows, args, device)
+            cache, res["compression"] = compress_candidates(model, rows, args, device, autocast)
         if want & {"end-to-end", "rerank"}:
             after = query_scores(model, rows, cache, args.batch_size)
-            picks = [metrics.rank_from_scores(s)[:k] for s in after]  # = the hard top-k's forward
-        e2e_donor = None  # the end-to-end control reads question e2e_donor[i]'s picked vectors
-        if "end-to-end" in want:
-            e2e_donor = donors(rows, [[r["docs"][c] for c in cs] for r, cs in zip(rows, picks)])
-        preds = answer_settings(model, rows, passages, cache, picks, e2e_donor, args)
+            before, where = before_scores(model, rows, cache, args, autocast)
+            if "end-to-end" in want:  # the top k of the scores = the hard top-k's forward
+                picks["end-to-end"] = [metrics.rank_from_scores(s)[:k] for s in after]
+                if before:
+                    picks["end-to-end-before"] = [metrics.rank_from_scores(s)[:k] for s in before]
+        preds, donor_of = answer_settings(model, rows, passages, cache, picks, args)
         if "rerank" in want:
             bm25 = [metrics.bm25_scores(r["question"], r["docs"]) for r in rows]
-            before, where = before_scores(model, rows, cache, args)
             res["reranking"] = {"bm25": ranking_metrics(bm25, rows),
                                 "before": dict(ranking_metrics(before, rows), checkpoint=where)
                                 if before else {"skipped": where},
@@ -304,51 +333,52 @@ def evaluate(args):
     per_question = {}
     for name, p in preds.items():
         per_question[name], res["settings"][name] = answer_metrics(p, rows, args.first_alias_only)
-    for name, key in (("compressed", "gap"), ("end-to-end", "gap_end_to_end")):
-        if name in preds:  # what the vectors carry: own minus another question's vectors
-            res[key] = {m: res["settings"][name][m] - res["settings"][name + "-shuffled"][m]
-                        for m in ("em", "f1", "cem")}
+    res["intervals"] = intervals(per_question, res["reranking"])
     res["predictions"] = [
         {"where": r["where"], "question": r["question"], "answers": r["answers"], "passages": chosen[i],
-         **({"end_to_end_picks": picks[i]} if picks else {}),
-         **({"end_to_end_donor": e2e_donor[i]} if e2e_donor else {}),
+         **{f"{name.replace('-', '_')}_picks": p[i] for name, p in picks.items()},
+         **{f"{name.replace('-', '_')}_donor": d[i] for name, d in donor_of.items()},
          **{name: {"prediction": preds[name][i], **per_question[name][i]} for name in preds}}
         for i, r in enumerate(rows)]
     return res
 
 
 def print_report(res):
-    print(f"\n{'setting (percent)':34s}{'EM':>7s}{'F1':>7s}{'CEM':>7s}")
+    print(f"\n{'setting (percent)':38s}{'EM':>7s}{'F1':>7s}{'CEM':>7s}")
     labels = {"closed-book": "closed-book (no documents)", "text-rag": "text RAG (k passages as text)",
               "compressed": "compressed (same k, as vectors)", "compressed-shuffled": "  shuffled control",
-              "end-to-end": "end-to-end (reasoner picks k of N)", "end-to-end-shuffled": "  shuffled control"}
+              "end-to-end": "end-to-end (reasoner picks k of N)", "end-to-end-shuffled": "  shuffled control",
+              "end-to-end-before": "end-to-end, before-stage-3 picks"}
     for name, label in labels.items():
         if name in res["settings"]:
             row = res["settings"][name]
-            print(f"{label:34s}" + "".join(f"{100 * row[m]:7.1f}" for m in ("em", "f1", "cem")))
-        gap = {"compressed-shuffled": "gap", "end-to-end-shuffled": "gap_end_to_end"}.get(name)
-        if gap in res:
-            print(f"{'  gap = own - shuffled':34s}" + "".join(f"{100 * res[gap][m]:+7.1f}"
-                                                           for m in ("em", "f1", "cem")))
+            print(f"{label:38s}" + "".join(f"{100 * row[m]:7.1f}" for m in ("em", "f1", "cem")))
     print(f"{res['questions']} questions, k = {res['k']}, {res['alias_rule']};\n{res['passages']}")
     if res["reranking"]:
-        print(f"\n{'reranking the same N candidates':34s}{'MRR':>7s}"
+        print(f"\n{'reranking the same N candidates':38s}{'MRR':>7s}"
               + "".join(f"{'R@%d' % k:>7s}" for k in RECALL_AT))
         for name, label in (("bm25", "BM25"), ("before", "query reasoner before e2e"),
                             ("after", "query reasoner after e2e")):
             r = res["reranking"][name]
             cells = [100 * r[m] for m in ("mrr", *(f"recall@{k}" for k in RECALL_AT)) if m in r]
-            print(f"{label:34s}" + ("".join(f"{c:7.1f}" for c in cells) or f"  skipped: {r['skipped']}"))
+            print(f"{label:38s}" + ("".join(f"{c:7.1f}" for c in cells) or f"  skipped: {r['skipped']}"))
+    if res["intervals"]:
+        print(f"\ndifferences, points, with paired-bootstrap 95% intervals over the {res['questions']} questions")
+        for name, by_metric in res["intervals"].items():
+            cells = [f"{m.upper()} {100 * v['diff']:+6.1f} [{100 * v['lo']:+6.1f}, {100 * v['hi']:+6.1f}]"
+                     for m, v in by_metric.items()]
+            print(f"  {name:40s}" + "   ".join(cells))
     if "efficiency" in res:
         e, c = res["efficiency"], res["compression"]
-        print(f"\nefficiency (batch size 1, at most {res['max_new_tokens']} new tokens, greedy; "
-              f"latency includes generation)")
+        print(f"\nefficiency (batch size 1, medians of {e['latency_questions']} questions; decoding timed "
+              f"for {e['new_tokens']} new tokens in both settings)")
         for name in ("compressed", "text-rag"):
-            print(f"  {name:11s} {e[name]['prompt_positions']:7.1f} prompt positions  "
-                  f"{e[name]['latency_ms']:8.1f} ms/question (median of {e['latency_questions']})  "
-                  f"~{e[name]['answer_tokens']:.1f} answer tokens")
-        print(f"  compressed reads {e['fewer_positions']:.1f}x fewer positions and answers "
-              f"{e['speedup']:.2f}x faster than text RAG (vectors cached)")
+            print(f"  {name:11s} {e[name]['prompt_positions']:7.1f} prompt positions  prefill "
+                  f"{e[name]['prefill_ms']:7.1f} ms  {e[name]['ms_per_token']:6.1f} ms/token  "
+                  f"{e['new_tokens']}-token answer {e[name]['answer_ms']:7.1f} ms")
+        print(f"  text RAG / compressed: {e['fewer_positions']:.1f}x the positions, prefill "
+              f"{e['prefill_speedup']:.2f}x, per token {e['per_token_speedup']:.2f}x, "
+              f"{e['new_tokens']}-token answer {e['answer_speedup']:.2f}x the time (vectors cached)")
         print(f"  compression: {c['passages_per_s']:.1f} passages/s ({c['passages']} distinct passages "
               f"in {c['seconds']:.2f} s, batch {c['batch_size']})")
 

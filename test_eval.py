@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import corpus
+import data
 import eval as clara_eval
 from clara import CLaRa, CLaRaConfig, load_backbone
 
@@ -50,12 +51,20 @@ def test_smoke_every_setting_and_baseline_gives_finite_numbers(run_dir, capsys):
                      "--device", "cpu", "--out", str(out)])
     res = json.loads(out.read_text())
     assert res["questions"] == 6 and res["k"] == 2, "k must default to the checkpoint's top_k"
-    for name in ("closed-book", "text-rag", "compressed", "compressed-shuffled", "end-to-end", "end-to-end-shuffled"):
+    for name in ("closed-book", "text-rag", "compressed", "compressed-shuffled", "end-to-end", "end-to-end-shuffled",
+                 "end-to-end-before"):
         assert name in res["settings"], f"setting {name} missing from the results"
         for m in ("em", "f1", "cem"):
             v = res["settings"][name][m]
             assert math.isfinite(v) and 0 <= v <= 1, f"{name} {m} = {v}"
-    assert set(res["gap"]) == set(res["gap_end_to_end"]) == {"em", "f1", "cem"}
+    assert set(res["intervals"]) == {"compressed - shuffled", "end-to-end - shuffled", "shuffled - closed-book",
+                                     "end-to-end: after - before stage-3 picks", "compressed - text RAG",
+                                     "MRR: after - before stage 3", "MRR: after stage 3 - BM25"}
+    for name, by_metric in res["intervals"].items():
+        for m, v in by_metric.items():
+            assert v["lo"] <= v["diff"] <= v["hi"] and v["questions"] == 6, f"{name} {m}: {v}"
+    gap = res["intervals"]["compressed - shuffled"]["em"]["diff"]
+    assert gap == pytest.approx(res["settings"]["compressed"]["em"] - res["settings"]["compressed-shuffled"]["em"])
     for name in ("bm25", "before", "after"):
         r = res["reranking"][name]
         assert "skipped" not in r, f"reranking {name} was skipped: {r}"
@@ -72,17 +81,19 @@ def test_smoke_every_setting_and_baseline_gives_finite_numbers(run_dir, capsys):
     e = res["efficiency"]
     assert e["compressed"]["prompt_positions"] < e["text-rag"]["prompt_positions"], \
         "8 memory vectors per passage must take fewer positions than the passage's tokens"
-    assert e["speedup"] > 0 and res["compression"]["passages_per_s"] > 0
+    for name in ("compressed", "text-rag"):
+        assert e[name]["prefill_ms"] > 0 and e[name]["ms_per_token"] > 0, e[name]
+    assert e["prefill_speedup"] > 0 and e["per_token_speedup"] > 0 and res["compression"]["passages_per_s"] > 0
     table = capsys.readouterr().out
-    for label in ("closed-book", "text RAG", "shuffled control", "gap", "BM25", "before e2e", "passages/s",
-                  "max over all gold aliases"):
+    for label in ("closed-book", "text RAG", "shuffled control", "compressed - shuffled", "BM25", "before e2e",
+                  "passages/s", "max over all gold aliases of field gold_answer", "95% intervals", "prefill"):
         assert label in table, f"stdout table lacks {label!r}"
 
 
 def test_oracle_passages_are_positives_then_first_others_in_candidate_order():
     row = {"docs": ["a", "b", "c", "d", "e"], "pos_index": [3]}
-    assert clara_eval.oracle_k(row, 3) == [0, 1, 3]
-    assert clara_eval.oracle_k(dict(row, pos_index=[4, 0]), 2) == [0, 4]
+    assert data.oracle_k(row, 3) == [0, 1, 3]
+    assert data.oracle_k(dict(row, pos_index=[4, 0]), 2) == [0, 4]
 
 
 def test_shuffled_control_never_reads_the_questions_own_positive():

@@ -3,6 +3,8 @@ import math
 
 import pytest
 
+import metrics
+
 from metrics import (BM25, bm25_scores, cover_em, exact_match, f1_score, normalize_answer, rank_from_scores,
                      recall_at_k, reciprocal_rank, summarize)
 
@@ -111,3 +113,15 @@ def test_bm25_ranks_the_passage_with_rare_query_words_first():
 def test_bm25_needs_documents():
     with pytest.raises(ValueError, match="at least one document"):
         BM25([])
+
+
+def test_paired_bootstrap_interval_holds_the_difference_and_shrinks_with_questions():
+    same = metrics.paired_bootstrap([0.5] * 40, [0.25] * 40)
+    assert same["diff"] == same["lo"] == same["hi"] == 0.25, "a constant difference has no spread"
+    a, b = [1, 0] * 50, [0] * 100  # half the questions gained a point
+    r = metrics.paired_bootstrap(a, b)
+    assert r["diff"] == 0.5 and 0.35 < r["lo"] < 0.5 < r["hi"] < 0.65, r
+    big = metrics.paired_bootstrap(a * 4, b * 4)
+    assert big["hi"] - big["lo"] < 0.7 * (r["hi"] - r["lo"]), "4x the questions must narrow the interval"
+    with pytest.raises(ValueError, match="paired values"):
+        metrics.paired_bootstrap([1, 0], [1])

@@ -155,7 +155,7 @@ def _instruct_row(row: dict, where: str) -> dict:
     target = row.get("answer")
     target = answers[0] if target is None else _nonempty_str(target, where, "answer")
     return {"question": question, "docs": docs, "answer": target, "answers": answers,
-            "gold_field": gold_field, "where": where}
+            "gold_field": gold_field, "pos_index": _pos_index(row, where, len(docs)), "where": where}
 
 
 def _e2e_row(row: dict, where: str) -> dict:
@@ -166,15 +166,20 @@ def _e2e_row(row: dict, where: str) -> dict:
     # the training target: `answer`, as the official code reads it, else the first gold
     target = row.get("answer")
     target = answers[0] if target is None else _nonempty_str(target, where, "answer")
+    return {"question": question, "docs": docs, "answer": target, "answers": answers,
+            "gold_field": gold_field, "pos_index": _pos_index(row, where, len(docs)), "where": where}
+
+
+def _pos_index(row: dict, where: str, n_docs: int) -> list[int]:
+    """The indices of the positive docs (optional: [] when absent)."""
     pos_index = row.get("pos_index")
     pos_index = [] if pos_index is None else pos_index
     if not isinstance(pos_index, list):
         _fail(where, "pos_index", f"expected a list of document indices, got {pos_index!r:.80}")
     for i, p in enumerate(pos_index):
-        if isinstance(p, bool) or not isinstance(p, int) or not 0 <= p < len(docs):
-            _fail(where, f"pos_index[{i}]", f"expected an int index into the {len(docs)} docs, got {p!r}")
-    return {"question": question, "docs": docs, "answer": target, "answers": answers,
-            "gold_field": gold_field, "pos_index": list(pos_index), "where": where}
+        if isinstance(p, bool) or not isinstance(p, int) or not 0 <= p < n_docs:
+            _fail(where, f"pos_index[{i}]", f"expected an int index into the {n_docs} docs, got {p!r}")
+    return list(pos_index)
 
 
 _NORMALISERS = {"pretrain": _pretrain_row, "instruct": _instruct_row, "e2e": _e2e_row}
@@ -209,6 +214,19 @@ def format_qa_target(questions: list[str], answers: list[str]) -> str:
         raise ValueError(f"need equal, non-zero numbers of questions and answers, "
                          f"got {len(questions)} and {len(answers)}")
     return "\n".join(f"Question: {q}\nAnswer: {a}" for q, a in zip(questions, answers))
+
+
+def oracle_k(row: dict, k: int) -> list[int]:
+    """The k passages a row reads when given "its" passages: the positives, then the first other
+    candidates until there are k, in candidate order (so the gold keeps its slot: a model cannot
+    learn "the answer is in slot 1"). Without pos_index, the first k.
+
+    >>> oracle_k({"docs": ["a", "b", "c", "d", "e"], "pos_index": [3]}, 3)
+    [0, 1, 3]
+    """
+    pos = sorted(row.get("pos_index") or [])[:k]
+    rest = [i for i in range(len(row["docs"])) if i not in pos][:k - len(pos)]
+    return sorted(pos + rest)
 
 
 def check_candidates(rows: list[dict], k: int) -> None:

@@ -155,7 +155,7 @@ def test_instruct_target_is_answer_then_gold(tmp_path):
     with_teacher, gold_only = load_rows(file, "instruct")
     # the teacher's long answer is the training target, never a gold to score against
     assert with_teacher == {"question": "Who wrote notes?", "docs": ["p1", "p2"], "answer": "It was Ada Lovelace.",
-                            "answers": ["Ada"], "gold_field": "gold_answer", "where": f"{file}:1"}
+                            "answers": ["Ada"], "gold_field": "gold_answer", "pos_index": [], "where": f"{file}:1"}
     assert gold_only["answer"] == "Ada" and gold_only["answers"] == ["Ada"]
 
 

@@ -7,12 +7,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import corpus
 import train
 from clara import CLaRa, load_backbone
 
 SMALL = ["--backbone", "tiny", "--batch-size", "2", "2", "2", "--limit", "12", "--eval-rows", "4",
          "--doc-max-len", "48", "--n-candidates", "6", "--top-k", "2", "--instruct-k", "2",
-         "--log-every", "1", "--save-every", "2"]
+         "--log-every", "1", "--save-every", "2", "--peak-flops", "1e11"]
 
 
 def test_smoke_run_trains_all_three_stages(tmp_path):
@@ -191,3 +192,55 @@ def test_resume_saves_and_restores_the_cuda_generator(tmp_path):
     train.main(SMALL + ["--stage", "pretrain", "--steps", "2", "0", "0", "--out", str(tmp_path)])
     state = torch.load(tmp_path / "pretrain" / "trainer_state.pt", weights_only=True)
     assert "cuda_rng" in state
+
+
+def stage_3_loss_and_grads(model, rows, args, cache):
+    params = train.trainable(model, "e2e")
+    model.zero_grad(set_to_none=True)
+    out = train.stage_loss(model, "e2e", rows, args, cache)
+    out["loss"].backward()
+    return out["loss"].detach(), [None if p.grad is None else p.grad.clone() for p in params]
+
+
+def test_no_relevance_label_reaches_the_stage_3_loss_or_its_gradients():
+    args = train.parse_args(SMALL)
+    model = CLaRa(*load_backbone("tiny"), train.clara_config(args))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # non-zero adapters, so every path carries a gradient
+        for layer in model.lora_layers:
+            for B in layer.lora_B.values():
+                B.copy_(torch.randn(B.shape, generator=g) * 0.05)
+    world = corpus.build_world(seed=0, n_train=8, n_heldout=4)
+    rows = [dict(r, where=f"row {i}") for i, r in enumerate(corpus.e2e_rows(world, n_candidates=6)[:4])]
+    permuted = [dict(r, pos_index=[(r["pos_index"][0] + 1 + i) % 6]) for i, r in enumerate(rows)]
+    cache = train.VectorCache(model, rows, 6)
+    loss, grads = stage_3_loss_and_grads(model, rows, args, cache)
+    loss_p, grads_p = stage_3_loss_and_grads(model, permuted, args, cache)
+    assert torch.equal(loss, loss_p), "pos_index changed the stage-3 loss"
+    assert sum(g is not None for g in grads) > 0
+    for a, b in zip(grads, grads_p):
+        assert (a is None and b is None) or torch.equal(a, b), "pos_index changed a gradient"
+    # the labelled reference does read them: the same check must see a difference there
+    sup = train.parse_args(SMALL + ["--rank-loss", "supervised"])
+    assert not torch.equal(stage_3_loss_and_grads(model, rows, sup, cache)[0],
+                           stage_3_loss_and_grads(model, permuted, sup, cache)[0])
+
+
+def test_supervised_rank_loss_is_low_when_the_positive_scores_highest():
+    args = train.parse_args(SMALL)
+    model = CLaRa(*load_backbone("tiny"), train.clara_config(args))
+    docs = ["Varel Oskin was a luthier in Tessary.", "Mira Holt kept a cat.", "The guild met in spring."]
+    rows = [{"question": docs[0], "docs": docs, "pos_index": [0], "where": "r1"}]  # the question is doc 0
+    cands = model._compress_nested([docs]).detach()  # (1, N, l, D); theta_qr = theta_c (both zero)
+    right = train.supervised_rank_loss(model, [docs[0]], cands, rows)
+    wrong = train.supervised_rank_loss(model, [docs[0]], cands, [dict(rows[0], pos_index=[2])])
+    assert right.item() < 0.1 < wrong.item(), (right.item(), wrong.item())
+    with pytest.raises(ValueError, match="r1: --rank-loss supervised needs pos_index"):
+        train.supervised_rank_loss(model, [docs[0]], cands, [dict(rows[0], pos_index=[])])
+
+
+def test_stage_2_keeps_the_positive_and_grows_k():
+    args = train.parse_args(["--instruct-k", "5", "--instruct-k-start", "1"])
+    assert [train.instruct_k_at(args, s, 40) for s in (0, 8, 16, 39)] == [1, 2, 3, 5]
+    row = {"docs": ["a", "b", "c", "d", "e"], "pos_index": [3]}
+    assert [row["docs"][i] for i in train.data.oracle_k(row, 1)] == ["d"], "k = 1 must read the gold"

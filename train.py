@@ -69,7 +69,16 @@ def parse_args(argv=None):
     p.add_argument("--compression-rate", type=int, default=16, help="l = L // rate")
     p.add_argument("--top-k", type=int, default=5, help="k")
     p.add_argument("--n-candidates", type=int, default=20, help="N (stage 3; rows must have at least N)")
-    p.add_argument("--instruct-k", type=int, default=5, help="passages per instruct row (first k of the row)")
+    p.add_argument("--instruct-k", type=int, default=5,
+                   help="passages per instruct row at the end of stage 2: its positives, then its other "
+                        "passages in order (data.oracle_k), so the gold keeps its slot")
+    p.add_argument("--instruct-k-start", type=int, default=1,
+                   help="passages per instruct row at the start of stage 2, growing linearly to --instruct-k: "
+                        "reading one slot is learned before finding the useful one among k")
+    p.add_argument("--rank-loss", choices=("answer", "supervised"), default="answer",
+                   help="stage 3: 'answer' = the paper (the answer's loss alone, no relevance label); "
+                        "'supervised' adds a contrastive loss on pos_index: NOT the paper's method, the "
+                        "labelled upper reference")
     p.add_argument("--temperature", type=float, default=0.02, help="tau")
     p.add_argument("--gumbel", action="store_true")
     p.add_argument("--mse-weight", type=float, default=0.1, help="lambda")
@@ -199,7 +208,7 @@ def load_stage_rows(args, stage, sources):
     if stage == "e2e":
         data.check_candidates(rows + held, max(args.n_candidates, args.top_k))
     if stage == "instruct":
-        data.check_candidates(rows + held, args.instruct_k)
+        data.check_candidates(rows + held, max(args.instruct_k, args.instruct_k_start))
     return rows, held
 
 
@@ -400,14 +409,36 @@ def gather_chunks(chunks, device):
 
 # --- one stage -----------------------------------------------------------------------------------
 
-def stage_loss(model, stage, rows, args, cache=None, shuffle=False):
+def instruct_k_at(args, step, steps):
+    """Stage 2's k at this step: from --instruct-k-start up to --instruct-k in equal parts."""
+    k0, k1 = min(args.instruct_k_start, args.instruct_k), args.instruct_k
+    return min(k1, k0 + (k1 - k0 + 1) * step // max(1, steps))  # 1 -> 5 over 40 steps: 8 steps each
+
+
+def stage_loss(model, stage, rows, args, cache=None, shuffle=False, k=None):
     if stage == "pretrain":
         return model.pretrain_loss(*pretrain_batch(rows), shuffle=shuffle)
     if stage == "instruct":
-        return model.instruct_loss([r["question"] for r in rows], [r["docs"][:args.instruct_k] for r in rows],
-                                   [r["answer"] for r in rows], shuffle=shuffle)
-    return model.e2e_loss([r["question"] for r in rows], cache([r["docs"][:args.n_candidates] for r in rows]),
-                          [r["answer"] for r in rows])
+        k = args.instruct_k if k is None else k
+        docs = [[r["docs"][i] for i in data.oracle_k(r, k)] for r in rows]
+        return model.instruct_loss([r["question"] for r in rows], docs, [r["answer"] for r in rows], shuffle=shuffle)
+    questions, candidates = [r["question"] for r in rows], cache([r["docs"][:args.n_candidates] for r in rows])
+    out = model.e2e_loss(questions, candidates, [r["answer"] for r in rows])
+    if args.rank_loss == "supervised":  # NOT the paper: a labelled reference (InfoNCE over the N)
+        out["loss"] = out["loss"] + supervised_rank_loss(model, questions, candidates, rows)
+    return out
+
+
+def supervised_rank_loss(model, questions, candidates, rows):
+    """-log (softmax mass of the positives) of s / tau over the N candidates: a contrastive loss on
+    pos_index, the upper reference the label-free stage 3 is compared with (--rank-loss supervised)."""
+    logits = model.score(model.encode_query(questions), candidates) / model.config.temperature  # (B, N)
+    pos = torch.zeros_like(logits, dtype=torch.bool)
+    for b, r in enumerate(rows):
+        if not r["pos_index"]:
+            raise ValueError(f"{r['where']}: --rank-loss supervised needs pos_index on every row")
+        pos[b, r["pos_index"]] = True
+    return (logits.logsumexp(-1) - logits.masked_fill(~pos, float("-inf")).logsumexp(-1)).mean()
 
 
 def ranking_metrics(scores, rows, k):
@@ -495,17 +526,19 @@ class FlopCounter:
         return out
 
 
-def measure_peak_flops(device, autocast, n=1024, reps=8) -> float:
-    """The FLOP/s a square matmul reaches on this device in the training dtype: the denominator of
-    MFU, measured because CPU peaks are rarely published (pass --peak-flops for a datasheet value)."""
+def measure_peak_flops(device, autocast, n=2048, reps=5) -> float:
+    """The FLOP/s a square matmul reaches on this device in the training dtype (the best of reps):
+    the denominator of MFU, measured because CPU peaks are rarely published (--peak-flops gives a
+    datasheet value instead). On a busy machine it is too low, and MFU too high."""
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    best = float("inf")
     with torch.no_grad(), autocast:
         (a @ b).sum().item()  # warm-up
-        t0 = time.perf_counter()
         for _ in range(reps):
-            c = a @ b
-        c.sum().item()  # waits for the device
-    return 2 * n ** 3 * reps / (time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            (a @ b).sum().item()  # .item() waits for the device
+            best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best
 
 
 def load_tensors(directory):
@@ -573,7 +606,7 @@ def run_stage(model, stage, args, sources, device, autocast, log, counter=None):
             if stage == "pretrain" and step < args.curriculum:
                 batch = curriculum_rows(batch, (step + 1) / args.curriculum)
             with autocast:
-                out = stage_loss(model, stage, batch, args, cache)
+                out = stage_loss(model, stage, batch, args, cache, k=instruct_k_at(args, step, steps))
             (out["loss"] / args.grad_accum).backward()
         all_reduce_grads(params)  # the mean over processes (nothing to do in one)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -665,7 +698,7 @@ def main(argv=None):
     device, autocast = pick_device(args.dtype)
     if not args.peak_flops:
         args.peak_flops = measure_peak_flops(device, autocast)
-        print(f"peak for MFU: {args.peak_flops / 1e9:.0f} GFLOP/s, a measured 1024 x 1024 matmul in the training dtype")
+        print(f"peak for MFU: {args.peak_flops / 1e9:.0f} GFLOP/s, the best 2048 x 2048 matmul in the training dtype")
     os.makedirs(args.out, exist_ok=True)
     sources = resolve_sources(args)
     stages = STAGES if args.stage == "all" else (args.stage,)

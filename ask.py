@@ -347,9 +347,10 @@ class Index:
         best_s = q.new_empty(len(q), 0)  # (B, <= n): the best scores so far, and their ids
         best_i = torch.empty(len(q), 0, dtype=torch.long, device=q.device)
         for s in range(self.n_shards):
-            m = F.normalize(self._load_shard(s).to(q.device).flatten(1).float(), dim=-1)  # (c, l*D)
+            m = self._load_shard(s).to(q.device).flatten(1).float()  # (c, l*D)
+            cos = (q @ m.T) / m.norm(dim=1).clamp(min=1e-12)  # (B, c); no normalised copy of m
             ids = torch.arange(s * self.shard_size, s * self.shard_size + len(m), device=q.device)
-            best_s, pos = torch.cat([best_s, q @ m.T], 1).topk(min(n, best_s.shape[1] + len(m)), dim=1)
+            best_s, pos = torch.cat([best_s, cos], 1).topk(min(n, best_s.shape[1] + len(m)), dim=1)
             best_i = torch.cat([best_i, ids.expand(len(q), -1)], 1).gather(1, pos)
         return best_s.cpu(), best_i.cpu()
 

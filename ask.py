@@ -518,7 +518,7 @@ def main(argv=None):
         passages = read_passages(args.docs, args.paragraphs, args.split)
         index = Index.build(model, passages, args.out, args.ckpt, args.shard_size, args.batch_size,
                             args.stop_after)
-        print(f"index: {len(index)} passages, {index.n_shards} shards, "
+        print(f"index: {len(index)} passages in {index.n_shards} shard file(s), "
               f"{index.l * index.D * 2} bytes per passage -> {args.out}")
         return index
     index = Index.open(args.index)

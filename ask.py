@@ -16,22 +16,11 @@ A question's path (letters of DESIGN.md: B questions, N candidates, k picked, l,
     differentiable_topk (Eq. 3.3-3.4)   the N scores -> k picks (forward: the exact top k)
     CLaRa.generate (theta_g)            the k picked vectors (B, k, l, D) -> answer
 
-Passages (`read_passages`):
-    .txt    one passage per non-empty line (the rule of data.text_passages and scp.py); with
-            --paragraphs, blank-line separated paragraphs, each one's lines joined by spaces
-    .jsonl  a "text" string per row, or a "docs" list (each entry one passage, as in the official
-            CLaRa files); anything else is an error naming file, line and field
-    else    a Hugging Face dataset id whose rows have "text" or "docs" (--split picks the split)
-Exact duplicates are indexed once (the count is printed). A passage longer than L = doc_max_len
-tokens is cut into chunks of at most L tokens, without overlap, each indexed on its own: the
-compressor reads only the first L tokens, so the rest would otherwise be lost.
-
-An index directory:
-    index.json               format, checkpoint (path relative to the index), fingerprint, counts
-    passages.jsonl           line i = passage i: {"text", "source" ("file:line"), "chunk", "of"}
-    shard-00000.safetensors  {"vectors": (shard_size, l, D) float16}: passage i is row
-                             i % shard_size of shard i // shard_size; written atomically
-    l * D * 2 bytes per passage: 9216 (9 KB) for SmolLM2-135M at 16x (l = 8, D = 576).
+Passages come from a .txt (one per line, or per paragraph), a .jsonl or a dataset id
+(read_passages); one longer than L = doc_max_len tokens is cut into chunks of at most L tokens.
+An index directory holds index.json (checkpoint, fingerprint, counts), passages.jsonl (line i =
+passage i, with its source "file:line") and float16 shards shard-00000.safetensors (1024, l, D):
+l * D * 2 bytes per passage, 9 KB for SmolLM2-135M at 16x (l = 8, D = 576). docs/ask.md has more.
 """
 
 import argparse
@@ -65,7 +54,13 @@ HNSW_M, HNSW_EF_SEARCH = 32, 128  # HNSW graph degree and search breadth (FAISS 
 
 
 def read_passages(source, paragraphs: bool = False, split: str = "train") -> list[tuple[str, str]]:
-    """(text, source) pairs from a .txt, a .jsonl or a Hugging Face dataset id (see module doc).
+    """(text, source) pairs; nothing is skipped silently, bad input names file, line and field.
+
+    .txt    one passage per non-empty line (the rule of data.text_passages and scp.py); with
+            paragraphs=True, blank-line separated paragraphs, each one's lines joined by spaces
+    .jsonl  a "text" string per row, or a "docs" list (each entry a passage, as in the official
+            CLaRa files)
+    else    a Hugging Face dataset id whose rows have "text" or "docs", split `split`
 
     >>> # notes.txt: 'Paris is in France.\\n\\nRome is in Italy.\\n'
     >>> # read_passages("notes.txt") -> [('Paris is in France.', 'notes.txt:1'),
@@ -242,7 +237,8 @@ class Index:
         elif os.path.isdir(out) and os.listdir(out):
             raise ValueError(f"{out}: not empty and not an index (no index.json); choose another --out")
         os.makedirs(out, exist_ok=True)
-        _write_atomic(os.path.join(out, "passages.jsonl"), lambda p: Path(p).write_text(lines, encoding="utf-8"))
+        _write_atomic(os.path.join(out, "passages.jsonl"),
+                      lambda p: Path(p).write_text(lines, encoding="utf-8"))
         _write_atomic(path, lambda p: Path(p).write_text(json.dumps(manifest, indent=1)))
         index, done = cls(out, manifest, records), 0
         bar = tqdm(total=len(records), desc="compress passages", unit="passage")
@@ -504,8 +500,8 @@ def load_model(ckpt: str, device_name: str):
     """CLaRa.load on the chosen device, in eval mode; says which device and why."""
     if device_name == "auto":
         device_name = "cuda" if torch.cuda.is_available() else "cpu"
-        print(f"device: {device_name}, float32: {'a GPU is available' if device_name == 'cuda' else 'no GPU found'}",
-              file=sys.stderr)
+        why = "a GPU is available" if device_name == "cuda" else "no GPU found"
+        print(f"device: {device_name}, float32: {why}", file=sys.stderr)
     if not os.path.isfile(os.path.join(ckpt, "config.json")):
         raise FileNotFoundError(f"{ckpt}: not a checkpoint (no config.json); pass --ckpt")
     return clara.CLaRa.load(ckpt).to(device_name).eval()

@@ -102,8 +102,9 @@ def test_interrupted_index_resumes_to_the_same_shards(built, tmp_path):
     Index.build(model, PASSAGES, resumed, shard_size=8, batch_size=3)
     assert os.stat(os.path.join(resumed, "shard-00000.safetensors")).st_mtime_ns == first, \
         "a finished shard must be kept, not recomputed"
-    names = sorted(f for f in os.listdir(out) if f.startswith("shard-") and f.endswith(".safetensors"))
-    assert names == sorted(f for f in os.listdir(resumed) if f.startswith("shard-") and f.endswith(".safetensors"))
+    shards = lambda d: sorted(f for f in os.listdir(d) if f.startswith("shard-") and f.endswith(".safetensors"))
+    names = shards(out)
+    assert names == shards(resumed)
     for name in names + ["passages.jsonl", "index.json"]:
         with open(os.path.join(out, name), "rb") as a, open(os.path.join(resumed, name), "rb") as b:
             assert a.read() == b.read(), f"{name} differs after resume"
@@ -231,7 +232,8 @@ def test_cli_index_then_query_from_arguments_and_stdin(built, tmp_path, capsys, 
 
 
 def test_import_is_silent_and_loads_nothing_heavy():
-    code = "import sys, ask; print(sorted(m for m in ('transformers', 'safetensors', 'faiss') if m in sys.modules))"
+    code = ("import sys, ask; "
+            "print(sorted(m for m in ('transformers', 'safetensors', 'faiss') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=os.path.dirname(os.path.abspath(__file__)))
     assert out.returncode == 0, out.stderr

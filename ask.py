@@ -363,7 +363,7 @@ class Index:
         """A FAISS inner-product index over the normalised flattened vectors (inner product =
         cosine), built once and kept as faiss-<kind>.index beside the shards. It holds float32
         copies: l*D*4 bytes per passage in memory. Tune it here, e.g. .nprobe (ivf) or
-        .hnsw.efSearch (hnsw). flat: exact; ivf: sqrt(n) lists, nprobe = lists/8; hnsw: M = 32."""
+        .hnsw.efSearch (hnsw). flat: exact; ivf: sqrt(n) lists, nprobe = max(4, lists/8); hnsw: M = 32."""
         if kind not in FAISS_KINDS:
             raise ValueError(f"FAISS index kind must be one of {FAISS_KINDS}, got {kind!r}")
         if kind in self._faiss:
@@ -394,7 +394,7 @@ class Index:
             index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, lists, faiss.METRIC_INNER_PRODUCT)
             sample = torch.arange(0, n, max(1, n // (40 * lists)))
             index.train(F.normalize(self.vectors(sample).flatten(1), dim=-1).numpy())
-            index.nprobe = max(1, lists // 8)
+            index.nprobe = min(lists, max(4, lists // 8))  # >= 4: small corpora still fill n
         for s in range(self.n_shards):
             index.add(unit(s))
         return index

@@ -3,6 +3,7 @@
     python experiments/bench_ask.py corpus --ckpt runs/default/e2e     # (a) quality vs BM25
     python experiments/bench_ask.py speed                              # (b) 10^5 random vectors
     python experiments/bench_ask.py speed --n 2000 --faiss flat        # a quick check of the script
+    python experiments/bench_ask.py speed --index runs/notes_index     # (b) on your own index
 
 (a) corpus: every held-out passage of the embedded corpus (corpus.build_world with the run's seed:
 80 passages no training row contains) goes into one index, and every held-out question (the rows
@@ -19,7 +20,9 @@ clustered like a corpus of topics: c clusters (default 1000, --clusters 0 for pu
 a vector = its cluster's centre + the same amount of noise (cosine ~0.5 within a cluster, ~0
 across); queries are drawn the same way. FAISS recall@10 = the fraction of the exact top 10 that
 FAISS returns. Queries per second at batch 1 (one question at a time, as `ask.py query` does) and
-at batch --queries (a benchmark or an evaluation run).
+at batch --queries (a benchmark or an evaluation run). With --index, the same figures on an
+index built by `ask.py index`, queried with its own passages' vectors: each finds itself first,
+so recall@10 measures the other nine neighbours, on real memory vectors.
 """
 import argparse
 import json
@@ -112,20 +115,34 @@ def timed(fn):
     return out, time.perf_counter() - t
 
 
-def speed(args):
+def random_index(args, out):
+    """Write n clustered random vectors as an index in `out`; return it and Q queries (Q, l, D)."""
     l, D, n = args.l, args.D, args.n
-    out = args.out or tempfile.mkdtemp(prefix="bench_ask_")
     records = [{"text": str(i), "source": "random", "chunk": 1, "of": 1} for i in range(n)]
     cfg = {"checkpoint": None, "l": l, "D": D, "config": None, "duplicates_dropped": 0}
     fp = {"random": [args.seed, args.clusters]}
     corpus_vectors = random_vectors(n, l, D, args.clusters, args.seed, args.seed)
     _, build_s = timed(lambda: ask.Index._write(out, records, fp, corpus_vectors, cfg, args.shard_size, 1024))
-    index = ask.Index.open(out)
     queries = random_vectors(args.queries, l, D, args.clusters, args.seed + 1, args.seed)  # same clusters
-    q = queries([str(i) for i in range(args.queries)])  # (Q, l, D)
     print(f"{n} random vectors (l = {l}, D = {D}, {args.clusters} clusters), {l * D * 2 * n / 2**20:.0f} MiB "
-          f"float16 in {index.n_shards} shards, written in {build_s:.1f} s; {args.queries} queries; "
-          f"{os.cpu_count()} CPUs, torch {torch.__version__} with {torch.get_num_threads()} threads")
+          f"float16, written in {build_s:.1f} s; {args.queries} queries drawn the same way")
+    return ask.Index.open(out), queries([str(i) for i in range(args.queries)])
+
+
+def speed(args):
+    if args.threads:  # torch and FAISS alike
+        torch.set_num_threads(args.threads)
+        ask.import_faiss().omp_set_num_threads(args.threads) if args.faiss else None
+    out = args.index or args.out or tempfile.mkdtemp(prefix="bench_ask_")
+    if args.index:  # your own index: its passages' own vectors as queries (each finds itself first)
+        index = ask.Index.open(args.index)
+        q = index.vectors(torch.linspace(0, len(index) - 1, args.queries).long())  # (Q, l, D)
+        print(f"{args.index}: {len(index)} passages (l = {index.l}, D = {index.D}); {len(q)} queries: "
+              f"the vectors of evenly spaced passages of it")
+    else:
+        index, q = random_index(args, out)
+    print(f"{index.n_shards} shards; {os.cpu_count()} CPUs, torch {torch.__version__} with "
+          f"{torch.get_num_threads()} threads")
     index.search_vectors(q[:1], 10)  # warm the page cache: every run then reads shards from memory
     exact, batch_s = timed(lambda: index.search_vectors(q, 10))  # (Q, 10) twice
     _, one_s = timed(lambda: [index.search_vectors(q[i:i + 1], 10) for i in range(args.single)])
@@ -145,7 +162,7 @@ def speed(args):
         print(f"{'FAISS ' + kind:28s} {fbuild_s:8.1f} {args.single / fone_s:12.1f} {len(q) / fbatch_s:14.1f} "
               f"{recall:10.3f}")
         index._faiss.pop(kind)  # free its float32 copy before the next one
-    if not args.out:
+    if not (args.out or args.index):
         import shutil
         shutil.rmtree(out)
 
@@ -167,7 +184,9 @@ def main(argv=None):
     s.add_argument("--shard-size", type=int, default=1024)
     s.add_argument("--faiss", nargs="*", choices=ask.FAISS_KINDS, default=list(ask.FAISS_KINDS))
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--threads", type=int, default=0, help="CPU threads for torch and FAISS (0: their default)")
     s.add_argument("--out", default=None, help="keep the index here (default: a temporary directory)")
+    s.add_argument("--index", default=None, help="time an index built by ask.py instead of random vectors")
     args = p.parse_args(argv)
     corpus_quality(args) if args.command == "corpus" else speed(args)
 

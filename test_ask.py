@@ -65,15 +65,23 @@ def test_question_repeating_a_passage_finds_it_first(built):
     torch.testing.assert_close(scores[0], fresh[0], atol=1e-3, rtol=0)
 
 
-def test_ask_picks_the_top_k_and_answers(built):
+def test_ask_gives_the_generator_the_picked_passages_vectors(built, monkeypatch):
     model, out = built
     index = Index.open(out)
     question = index.passages[11]["text"]
+    read, generate = {}, model.generate
+
+    def spy(questions, docs, max_new_tokens):  # what the generator is given: (1, k, l, D)
+        read["docs"] = docs
+        return generate(questions, docs, max_new_tokens)
+    monkeypatch.setattr(model, "generate", spy)
     a = ask.ask(model, index, question, k=3, n=10, max_new_tokens=4)
     assert isinstance(a.answer, str)
-    assert [p["id"] for p in a.passages][0] == 11
+    picked = [p["id"] for p in a.passages]
     scores, ids = index.search(model, [question], n=10)
-    assert [p["id"] for p in a.passages] == ids[0, :3].tolist(), "the top-k forward is the exact top k"
+    assert picked[0] == 11 and picked == ids[0, :3].tolist(), "the top-k forward is the exact top k"
+    torch.testing.assert_close(read["docs"], index.vectors(torch.tensor([picked])), rtol=0, atol=0,
+                               msg="the generator must read the stored vectors of the picked passages")
 
 
 def test_long_passages_are_cut_into_chunks_of_at_most_L_tokens(built):

@@ -510,8 +510,8 @@ def load_model(ckpt: str, device_name: str):
 def main(argv=None):
     args = parse_args(argv)
     if args.command == "index":
+        passages = read_passages(args.docs, args.paragraphs, args.split)  # bad input fails before a slow load
         model = load_model(args.ckpt, args.device)
-        passages = read_passages(args.docs, args.paragraphs, args.split)
         index = Index.build(model, passages, args.out, args.ckpt, args.shard_size, args.batch_size,
                             args.stop_after)
         print(f"index: {len(index)} passages in {index.n_shards} shard file(s), "

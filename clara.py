@@ -26,9 +26,9 @@ Simplified or left out (see README "Differences from the paper"):
     - memory vectors are read from a configurable layer and mapped, dimension by dimension, to the
       statistics of the input embeddings (default: the residual stream before the last layer,
       memory_norm="standardize"; the paper's raw post-norm final layer is memory_layer=-1,
-      memory_norm="none"), see DESIGN.md section 8 and README "Why the generator ignored the vectors";
+      memory_norm="none"), see docs/lab_notebook.md "Why the generator ignored the vectors";
     - the separator between document slots is a newline token, not a learned <SEP>;
-    - no DeepSpeed, flash-attention, distributed training or gradient checkpointing.
+    - no DeepSpeed, flash-attention or gradient checkpointing; several GPUs through torchrun (train.py).
 """
 
 from __future__ import annotations

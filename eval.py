@@ -1,7 +1,7 @@
 """Evaluate a CLaRa checkpoint: answers (EM/F1/CEM), reranking (MRR, Recall@k) and efficiency.
 
     python train.py    # writes runs/default/{pretrain,instruct,e2e}/ and runs/default/data/
-    python eval.py     # runs/default/e2e on 100 held-out questions of the embedded corpus
+    python eval.py     # runs/default/e2e on 200 held-out questions of the embedded corpus
     python eval.py --ckpt runs/x/e2e --data e2e_test.jsonl --limit 0 --out results.json
 
 A number alone says nothing, so every setting runs on the same questions, with the same backbone,
@@ -53,7 +53,8 @@ def parse_args(argv=None):
     p.add_argument("--data", default=None, help="e2e JSONL file or HF dataset id (default: the run's "
                    "embedded held-out split, <run dir>/data/e2e_heldout.jsonl)")
     p.add_argument("--split", default="train", help="split, when --data is a HF dataset id")
-    p.add_argument("--limit", type=int, default=100, help="first LIMIT questions (0 = all)")
+    p.add_argument("--limit", type=int, default=200, help="first LIMIT questions (0 = all); 200 give "
+                   "intervals of about +-4 EM points on a gap")
     p.add_argument("--k", type=int, default=None, help="passages per question (default: checkpoint's top_k)")
     p.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS))
     p.add_argument("--before", default=None, help="checkpoint for the before-stage-3 reranker "

@@ -54,9 +54,10 @@ def parse_args(argv=None):
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--init", default=None, help="start from this checkpoint (e.g. runs/x/instruct for --stage e2e)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, nargs=3, default=[60, 20, 30], metavar=("PRE", "INS", "E2E"),
+    p.add_argument("--steps", type=int, nargs=3, default=[150, 40, 60], metavar=("PRE", "INS", "E2E"),
                    help="optimizer steps per stage (pretrain instruct e2e); the defaults fit about 20 "
-                        "minutes on a 2-core CPU with SmolLM2-135M")
+                        "minutes on a 2-core CPU with SmolLM2-135M under bf16 autocast; stage-1 passes "
+                        "buy the most (docs/lab_notebook.md)")
     p.add_argument("--batch-size", type=int, nargs=3, default=[4, 4, 8], metavar=("PRE", "INS", "E2E"))
     p.add_argument("--grad-accum", type=int, default=1,
                    help="cut each step's batch into this many micro-batches (less memory; a step's rows stay the same)")

@@ -405,11 +405,14 @@ class CLaRa(nn.Module):
             mse = F.mse_loss(vecs.mean(1), doc_mean)  # averaged over D, as F.mse_loss does
         return vecs, mse
 
-    def _memory_layer_states(self, **inputs) -> torch.Tensor:
+    def _memory_layer_states(self, input_ids=None, inputs_embeds=None, attention_mask=None,
+                             position_ids=None) -> torch.Tensor:
         """Backbone states at config.memory_layer (an index into HF's hidden_states: 0 = embeddings,
         -1 = after the final norm), computing only the layers needed: with the default -2 the last
         layer is skipped, as nothing reads what it would compute. (B, T) inputs -> (B, T, D)."""
         base = self.backbone.base_model
+        inputs = dict(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                      position_ids=position_ids)
         if not (hasattr(base, "layers") and hasattr(base, "norm")):  # not Llama-like: run it all
             return base(**inputs, output_hidden_states=True).hidden_states[self.config.memory_layer]
         n = len(base.layers)

@@ -74,6 +74,9 @@ def test_smoke_every_setting_and_baseline_gives_finite_numbers(run_dir, capsys):
     assert res["reranking"]["before"]["checkpoint"].endswith("instruct"), "before = the sibling instruct/"
     assert len(res["predictions"]) == res["questions"], "one prediction record per question"
     assert all(len(p["passages"]) == 2 and len(p["end_to_end_picks"]) == 2 for p in res["predictions"])
+    # the before-stage-3 setting reads the before reranker's picks (theta_qr differs in the fixture)
+    assert any(p["end_to_end_picks"] != p["end_to_end_before_picks"] for p in res["predictions"]), \
+        "the before-stage-3 picks equal the after picks on every question: the setting reads the wrong reranker"
     preds = res["predictions"]
     for i, p in enumerate(preds):  # the end-to-end control reads another question's picks, never own facts
         d = preds[p["end_to_end_donor"]]

@@ -242,5 +242,28 @@ def test_supervised_rank_loss_is_low_when_the_positive_scores_highest():
 def test_stage_2_keeps_the_positive_and_grows_k():
     args = train.parse_args(["--instruct-k", "5", "--instruct-k-start", "1"])
     assert [train.instruct_k_at(args, s, 40) for s in (0, 8, 16, 39)] == [1, 2, 3, 5]
-    row = {"docs": ["a", "b", "c", "d", "e"], "pos_index": [3]}
-    assert [row["docs"][i] for i in train.data.oracle_k(row, 1)] == ["d"], "k = 1 must read the gold"
+    rows = [{"question": "Q?", "docs": ["a", "b", "c", "d", "e"], "pos_index": [3], "answer": "x"},
+            {"question": "R?", "docs": ["f", "g", "h", "i", "j"], "pos_index": [0], "answer": "y"}]
+    seen = []
+
+    class Spy:  # records the passages stage_loss hands to the instruct loss
+        def instruct_loss(self, questions, docs, answers, shuffle=False):
+            seen.append(docs)
+    for k in (1, 3):
+        train.stage_loss(Spy(), "instruct", rows, args, k=k)
+    assert seen[0] == [["d"], ["f"]], "k = 1 must read the gold passage, not the first one"
+    assert seen[1] == [["a", "b", "d"], ["f", "g", "h"]], "the gold keeps its slot among the others"
+
+
+def test_flop_counter_counts_real_positions_and_backward():
+    model = CLaRa(*load_backbone("tiny"), train.clara_config(train.parse_args(SMALL)))
+    counter = train.FlopCounter(model)
+    W = sum(m.base.weight.numel() for m in model.backbone.base_model.layers.modules()
+            if isinstance(m, train.LoRALinear))
+    ids = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])
+    mask = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])  # 7 real positions, 1 padding
+    with torch.no_grad():
+        model.backbone.base_model(input_ids=ids, attention_mask=mask)
+    assert counter.take() == (7, 2 * W * 7), "forward only: 2 FLOPs per weight per real position"
+    model.backbone.base_model(input_ids=ids, attention_mask=mask)
+    assert counter.take() == (7, 4 * W * 7), "a pass that needs gradients counts the backward too"

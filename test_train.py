@@ -154,6 +154,17 @@ def test_eval_rows_below_two_is_refused(n, capsys):
     assert "--eval-rows must be at least 2" in capsys.readouterr().err
 
 
+def test_budget_presets_set_the_steps_and_exclude_explicit_steps(capsys):
+    assert train.parse_args([]).steps == [150, 40, 60]  # no flag: the 20-minute recipe
+    assert train.parse_args(["--budget", "60"]).steps == list(train.BUDGETS[60])
+    assert train.parse_args(["--steps", "1", "2", "3"]).steps == [1, 2, 3]
+    longer = [train.parse_args(["--budget", str(b)]).steps for b in sorted(train.BUDGETS)]
+    assert all(a < b for x, y in zip(longer, longer[1:]) for a, b in zip(x, y))  # every stage grows
+    with pytest.raises(SystemExit):
+        train.parse_args(["--budget", "60", "--steps", "1", "2", "3"])
+    assert "--budget or --steps, not both" in capsys.readouterr().err
+
+
 def test_vector_cache_is_built_under_the_training_autocast_and_kept_on_the_cpu(tmp_path, monkeypatch):
     built = []
     real = train.VectorCache

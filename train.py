@@ -42,6 +42,11 @@ TRAINS = {"pretrain": ("compressor", "generator", "memory"),  # DESIGN.md sectio
           "e2e": ("query_reasoner", "generator")}
 
 
+# --budget: minutes on a 2-core CPU -> steps per stage (pretrain instruct e2e). The 20-minute recipe
+# is the default; the others scale every stage by about 3x and 6x (docs/lab_notebook.md, "budget").
+BUDGETS = {20: (150, 40, 60), 60: (420, 120, 150), 120: (840, 240, 300)}
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stage", choices=(*STAGES, "all"), default="all")
@@ -54,10 +59,11 @@ def parse_args(argv=None):
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--init", default=None, help="start from this checkpoint (e.g. runs/x/instruct for --stage e2e)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, nargs=3, default=[150, 40, 60], metavar=("PRE", "INS", "E2E"),
-                   help="optimizer steps per stage (pretrain instruct e2e); the defaults fit about 20 "
-                        "minutes on a 2-core CPU with SmolLM2-135M under bf16 autocast; stage-1 passes "
-                        "buy the most (docs/lab_notebook.md)")
+    p.add_argument("--budget", type=int, choices=sorted(BUDGETS), default=None,
+                   help="about this many minutes on a 2-core CPU with SmolLM2-135M under bf16 autocast: "
+                        "the default recipe's steps, scaled (BUDGETS; default 20)")
+    p.add_argument("--steps", type=int, nargs=3, default=None, metavar=("PRE", "INS", "E2E"),
+                   help="optimizer steps per stage (pretrain instruct e2e), instead of a --budget")
     p.add_argument("--batch-size", type=int, nargs=3, default=[4, 4, 8], metavar=("PRE", "INS", "E2E"))
     p.add_argument("--grad-accum", type=int, default=1,
                    help="cut each step's batch into this many micro-batches (less memory; a step's rows stay the same)")
@@ -108,6 +114,10 @@ def parse_args(argv=None):
     p.add_argument("--stop-after", type=int, default=0,
                    help="exit after this many steps of a stage, as an interruption would (tests --resume)")
     args = p.parse_args(argv)
+    if args.steps is not None and args.budget is not None:
+        p.error("give --budget or --steps, not both")
+    if args.steps is None:
+        args.steps = list(BUDGETS[args.budget or 20])
     if args.eval_rows < 2:  # the shuffled control needs a second row; 0 would also empty nothing to hold out
         p.error(f"--eval-rows must be at least 2 (the shuffled control reads another row), got {args.eval_rows}")
     return args

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Quality against training budget (issue "compressed answers within the laptop budget", item 3):
+# the default recipe at about 20, 60 and 120 minutes of a 2-core CPU (train.py --budget, which
+# scales every stage's steps), each followed by the default evaluation; then the plot.
+# `python train.py` is `--budget 20`. Usage: bash experiments/budget.sh [20 60 120]   (run alone)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+for B in "${@:-20 60 120}"; do
+  for b in $B; do
+    start=$SECONDS
+    python train.py --budget "$b" --out "runs/budget$b"
+    echo $(( SECONDS - start )) > "runs/budget$b/train_seconds"
+    python eval.py --ckpt "runs/budget$b/e2e" --out "runs/budget$b/results.json"
+  done
+done
+python experiments/budget_plot.py runs/budget*/ --out docs/budget.png

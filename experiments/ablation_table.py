@@ -1,7 +1,8 @@
 """Print the README's ablation table from the runs of experiments/ablations.sh (and the default
-run, the baseline of the reranker rows). Usage: python experiments/ablation_table.py"""
+run, the baseline of the reranker rows). Usage: python experiments/ablation_table.py [compression|reranker]"""
 import json
 import os
+import sys
 
 A, D = "runs/ablate", "runs/default"
 
@@ -11,7 +12,14 @@ def last_gap(run):
     return [r for r in rows if "gap" in r][-1]["gap"]
 
 
-def main():
+def main(what="all"):
+    if what in ("all", "compression"):
+        compression()
+    if what in ("all", "reranker"):
+        reranker()
+
+
+def compression():
     print("| row | command | held-out gap (step 30) | compressed CEM | shuffled CEM |")
     print("|---|---|---|---|---|")
     for name, flags in (("rate4", "--compression-rate 4"), ("rate16", "--compression-rate 16"),
@@ -21,6 +29,9 @@ def main():
         print(f"| {name} | `{flags}` | {last_gap(run):+.3f} | {100 * s['compressed']['cem']:.1f} | "
               f"{100 * s['compressed-shuffled']['cem']:.1f} |")
     print()
+
+
+def reranker():
     print("| row | command | MRR | R@1 | R@3 | R@5 |")
     print("|---|---|---|---|---|---|")
     base = json.load(open(os.path.join(D, "results.json")))["reranking"]
@@ -33,4 +44,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main(*sys.argv[1:2])

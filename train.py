@@ -1,6 +1,7 @@
 """Train CLaRa's three stages on one GPU or a CPU: pretrain (SCP) -> instruct -> end-to-end.
 
     python train.py                                   # all stages, embedded corpus, SmolLM2-135M
+    python train.py --budget 60 --out runs/budget60   # the same recipe, about 3x the steps
     python train.py --backbone tiny --steps 4 ...     # smoke run (checks the pipeline, not quality)
     python train.py --stage pretrain --data pretrain.jsonl --out runs/scp
     torchrun --standalone --nproc_per_node=4 train.py ...   # 4 GPUs, one process each (docs/multi_gpu.md)

@@ -1,5 +1,5 @@
 """EM against training minutes, one point per run directory (its train_seconds and results.json,
-as experiments/budget.sh writes them), with paired 95% interval bars on compressed - shuffled.
+as experiments/budget.sh writes them); the intervals are in each run's eval.py report.
 
     python experiments/budget_plot.py runs/budget20 runs/budget60 --out docs/budget.png
 """

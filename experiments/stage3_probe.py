@@ -105,12 +105,13 @@ def counterfactual(model, rows, cache, args, autocast):
     return ces
 
 
-def agreement(model, rows, cache, ces):
+def agreement(model, rows, cache, ces) -> str:
     """MRR of the generator's favourite (the candidate with the lowest answer CE alone) under the
-    query reasoner's scores: how far the reranker ranks what the answer loss prefers."""
-    _, rr_scores = heldout_mrr(model, [dict(r, pos_index=[min(range(len(c)), key=c.__getitem__)])
-                                       for r, c in zip(rows, ces)], cache)
-    return 100 * sum(rr_scores) / len(rr_scores)
+    query reasoner's scores: how far the reranker ranks what the answer loss prefers. "" without CEs."""
+    if not ces:
+        return ""
+    favourite = [dict(r, pos_index=[min(range(len(c)), key=c.__getitem__)]) for r, c in zip(rows, ces)]
+    return f" | generator's favourite MRR {heldout_mrr(model, favourite, cache)[0]:.1f}"
 
 
 def train(model, rows, held, cache, args, autocast):
@@ -127,9 +128,8 @@ def train(model, rows, held, cache, args, autocast):
     opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=0.0)
     order = random.Random(args.seed)
     ces = counterfactual(model, held, cache, args, autocast) if args.agree else None
-    agree = (lambda: f" | generator's favourite MRR {agreement(model, held[:len(ces)], cache, ces):.1f}") if ces else (lambda: "")
     mrr0, rr0 = heldout_mrr(model, held, cache)
-    print(f"step 0: held-out MRR {mrr0:.1f}{agree()}", flush=True)
+    print(f"step 0: held-out MRR {mrr0:.1f}{agreement(model, held, cache, ces)}", flush=True)
     t0 = time.time()
     for step in range(1, args.steps + 1):
         b = order.sample(rows, args.batch)
@@ -145,7 +145,7 @@ def train(model, rows, held, cache, args, autocast):
             mrr, rr = heldout_mrr(model, held, cache)
             d = metrics.paired_bootstrap(rr, rr0)
             print(f"step {step}: loss {out['loss'].item():.3f} held-out MRR {mrr:.1f} (after - before "
-                  f"{100 * d['diff']:+.1f} [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]) {(time.time() - t0) / step:.2f} s/step{agree()}", flush=True)
+                  f"{100 * d['diff']:+.1f} [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]) {(time.time() - t0) / step:.2f} s/step{agreement(model, held, cache, ces)}", flush=True)
 
 
 def main():

@@ -269,6 +269,7 @@ COMPARISONS = [("compressed - shuffled", "compressed", "compressed-shuffled"),
                ("end-to-end - shuffled", "end-to-end", "end-to-end-shuffled"),
                ("end-to-end: after - before stage-3 picks", "end-to-end", "end-to-end-before"),
                ("shuffled - closed-book", "compressed-shuffled", "closed-book"),
+               ("compressed - closed-book", "compressed", "closed-book"),
                ("compressed - text RAG", "compressed", "text-rag")]
 
 

@@ -58,6 +58,7 @@ def test_smoke_every_setting_and_baseline_gives_finite_numbers(run_dir, capsys):
             v = res["settings"][name][m]
             assert math.isfinite(v) and 0 <= v <= 1, f"{name} {m} = {v}"
     assert set(res["intervals"]) == {"compressed - shuffled", "end-to-end - shuffled", "shuffled - closed-book",
+                                     "compressed - closed-book",
                                      "end-to-end: after - before stage-3 picks", "compressed - text RAG",
                                      "MRR: after - before stage 3", "MRR: after stage 3 - BM25"}
     for name, by_metric in res["intervals"].items():

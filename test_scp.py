@@ -202,3 +202,29 @@ def test_cli_runs_offline_on_the_tiny_backbone(tmp_path, capsys):
     assert out.exists() and len(out.read_text().splitlines()) == len(rows)
     assert stats["passages"] == 1
     assert "scp summary | passages in 1" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------- real text split
+
+def test_real_text_split_caps_pairs_per_stage1_row_and_keeps_every_pair(tmp_path):
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "experiments", "real_text.py")
+    spec = importlib.util.spec_from_file_location("real_text", path)
+    real_text = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(real_text)
+    qa = [[(f"q{p}.{i}?", f"a{p}.{i}") for i in range(n)] for p, n in enumerate([7, 2, 3])]
+    src = tmp_path / "scp.jsonl"
+    src.write_text("".join(json.dumps({"data_type": "qa", "question": [q for q, _ in pairs],
+                                       "answers": [a for _, a in pairs], "docs": [f"Passage {p} text."]}) + "\n"
+                           for p, pairs in enumerate(qa)))
+    real_text.main(["--input", str(src), "--out", str(tmp_path / "capped"), "--n-train", "2", "--max-pairs", "3"])
+    rows = [json.loads(line) for line in open(tmp_path / "capped" / "pretrain.jsonl")]
+    assert [len(r["question"]) for r in rows] == [3, 3, 1, 2]  # 7 pairs -> 3 + 3 + 1; passage 2 evaluates
+    assert [(q, a) for r in rows for q, a in zip(r["question"], r["answers"])] == qa[0] + qa[1]
+    assert [r["docs"] for r in rows] == [["Passage 0 text."]] * 3 + [["Passage 1 text."]]
+    evals = [json.loads(line) for line in open(tmp_path / "capped" / "eval.jsonl")]
+    assert evals == [{"question": "q2.0?", "docs": ["Passage 2 text."], "answer": "a2.0", "pos_index": [0]}]
+    real_text.main(["--input", str(src), "--out", str(tmp_path / "whole"), "--n-train", "2", "--max-pairs", "0"])
+    assert [len(json.loads(line)["question"]) for line in open(tmp_path / "whole" / "pretrain.jsonl")] == [7, 2]

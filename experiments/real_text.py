@@ -1,5 +1,6 @@
-"""Real text for issue 5: split the official SCP sample (Wikipedia passages with QA pairs) into
-stage-1 rows (passages 1-700), stage-2 rows (one question per passage 1-700, its passage as the
+"""Real text: split the official SCP sample (Wikipedia passages with QA pairs) into
+stage-1 rows (passages 1-700; a passage with more than --max-pairs QA pairs becomes several rows
+of at most that many, so no pair is lost and no step pays for a 34-pair target), stage-2 rows (one question per passage 1-700, its passage as the
 single document) and evaluation rows (the first question of each of passages 701-800, never
 trained on), in the official JSONL formats. The file is not part of the repository.
 
@@ -20,6 +21,8 @@ def main(argv=None):
     p.add_argument("--input", required=True, help="SCP pretraining JSONL (official format)")
     p.add_argument("--out", required=True, help="directory for pretrain/instruct/eval JSONL")
     p.add_argument("--n-train", type=int, default=700, help="passages 1..n-train train; the rest evaluate")
+    p.add_argument("--max-pairs", type=int, default=6, help="at most this many QA pairs per stage-1 row "
+                   "(a step's cost follows its longest target; 0 keeps each passage whole)")
     args = p.parse_args(argv)
     rows = data.load_rows(args.input, "pretrain")  # validated: file:line errors on bad rows
     if len(rows) <= args.n_train:
@@ -31,8 +34,14 @@ def main(argv=None):
     def single(r):  # the passage's first QA pair, its passage the only document
         return {"question": r["questions"][0], "docs": [r["doc"]], "answer": r["answers"][0]}
 
-    out = {"pretrain": [{"data_type": "qa", "question": r["questions"], "answers": r["answers"],
-                         "docs": [r["doc"]]} for r in rows[:args.n_train]],
+    if args.max_pairs < 0:
+        raise SystemExit(f"--max-pairs must be 0 (no cap) or more, got {args.max_pairs}")
+    def pieces(r):  # the passage's QA pairs, at most --max-pairs to a stage-1 row
+        cap = args.max_pairs or len(r["questions"])
+        return [{"data_type": "qa", "question": r["questions"][i:i + cap], "answers": r["answers"][i:i + cap],
+                 "docs": [r["doc"]]} for i in range(0, len(r["questions"]), cap)]
+
+    out = {"pretrain": [piece for r in rows[:args.n_train] for piece in pieces(r)],
            "instruct": [{**single(r), "gold_answer": r["answers"][0]} for r in rows[:args.n_train]],
            "eval": [{**single(r), "pos_index": [0]} for r in rows[args.n_train:]]}
     os.makedirs(args.out, exist_ok=True)

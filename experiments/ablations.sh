@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 6, item 2: the paper's small-scale ablations on the embedded corpus, short enough for a
+# The paper's small-scale ablations on the embedded corpus, short enough for a
 # 2-core CPU. Needs the default run first (python train.py): the reranker rows start stage 3 from
 # its instruct checkpoint, as the default run's own stage 3 did (the baseline row).
 # Usage: bash experiments/ablations.sh [reranker|compression]      (reranker 13.5 min, compression 14 min on 2 CPU cores)
@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 D=${D:-runs/default}
 A=${A:-runs/ablate}
 NORM=${MEMORY_NORM:-standardize}   # MEMORY_NORM=rescale D=<a run of: python train.py --memory-norm rescale
-#                                    --steps 100 20 40> reproduces the figures measured before session 3
+#                                    --steps 100 20 40> reproduces the figures measured before the standardize fix
 HELD=$D/data/e2e_heldout.jsonl
 what=${1:-all}
 if [ "$what" = all ] || [ "$what" = reranker ]; then

@@ -11,7 +11,7 @@ figures can be re-run. Each prints held-out or training losses with own and shuf
     python experiments/gap_probes.py single-qa --batch-size 8 --steps 40   # stage-2 format, only the gold passage
     python experiments/gap_probes.py overfit --backbone tiny --steps 10   # a quick check of the script
 
-Add --memory-norm rescale for the figures measured before session 3 (README, "Why the generator
+Add --memory-norm rescale for the figures measured before the standardize fix (README, "Why the generator
 ignored the vectors"). Other probes of the notes are train.py flags: `--curriculum 60`, `--memory-layer 8`,
 `--pretrain-kinds paraphrase --steps 150 20 40` (README, the probe table).
 """
@@ -164,7 +164,7 @@ if __name__ == "__main__":
     p.add_argument("--batch-size", type=int, default=4, help="codeword, single-qa")
     p.add_argument("--backbone", default="smollm2-135m")
     p.add_argument("--memory-norm", choices=clara.MEMORY_NORMS, default="standardize",
-                   help="all but init-layers (which tries each); 'rescale' was the default before session 3")
+                   help="all but init-layers (which tries each); 'rescale' was the default before the standardize fix")
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--layers", type=int, nargs="+", default=[-1, -2, -4, -8, -16, 8, 4, 2, 1],
                    help="init-layers: the memory_layer values to try")

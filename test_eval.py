@@ -3,6 +3,7 @@
 Offline, CPU, float32, on the "tiny" backbone (random weights: the numbers mean nothing, the
 claims are that every setting and baseline runs on the same questions and gives finite metrics).
 """
+import argparse
 import json
 import math
 
@@ -129,3 +130,28 @@ def test_failed_batch_names_its_rows_instead_of_scoring_empty_answers():
 
     with pytest.raises(RuntimeError, match="f.jsonl:7, f.jsonl:9: RuntimeError: CUDA out of memory"):
         clara_eval.batched(rows, 8, out_of_memory)
+
+
+@pytest.mark.parametrize("qr_init", ["compressor", "scratch"])
+def test_before_stage_3_starts_theta_qr_as_the_run_did(tmp_path, qr_init):
+    """The "before" reranker is where the run's stage 3 started: theta_qr <- theta_c by default,
+    the instruct checkpoint's zero-init theta_qr after train.py --qr-init scratch."""
+    torch.manual_seed(0)
+    model = CLaRa(*load_backbone("tiny"), CLaRaConfig(backbone="tiny", doc_max_len=32, compression_rate=4, top_k=2))
+    with torch.no_grad():  # a trained-looking theta_c, so the two starts rank differently
+        for layer in model.lora_layers:
+            layer.lora_B["compressor"].normal_(0, 0.05)
+    model.save(tmp_path / "instruct")
+    model.eval()  # as eval.py runs it: no LoRA dropout
+    rows = corpus.e2e_rows(corpus.build_world(seed=0, n_train=8, n_heldout=8), "heldout", n_candidates=5)[:4]
+    cache = clara_eval.VectorCache(model, rows, batch_size=4)
+    expected = {"scratch": clara_eval.query_scores(model, rows, cache, 4)}
+    model.init_query_reasoner()
+    expected["compressor"] = clara_eval.query_scores(model, rows, cache, 4)
+    assert expected["scratch"] != expected["compressor"], "the test needs two starts that rank differently"
+    (tmp_path / "args.json").write_text(json.dumps({"qr_init": qr_init}))
+    args = argparse.Namespace(before=None, ckpt=str(tmp_path / "e2e"), batch_size=4)
+    with torch.no_grad():
+        scores, where = clara_eval.before_scores(model, rows, cache, args)
+    assert scores == expected[qr_init]
+    assert ("scratch" in where) == (qr_init == "scratch"), where

@@ -131,6 +131,27 @@ def test_init_from_a_stage_3_checkpoint_keeps_its_trained_query_reasoner(tmp_pat
         assert torch.equal(before[name], after[name]), f"{name}: the trained theta_qr was overwritten"
 
 
+@pytest.mark.parametrize("freeze", [False, True])
+def test_freeze_generator_trains_the_query_reasoner_alone_in_stage_3(tmp_path, freeze):
+    model = CLaRa(*load_backbone("tiny"), train.clara_config(train.parse_args(SMALL)))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # trained-looking adapters, so every adapter's gradient is non-zero
+        for layer in model.lora_layers:
+            for name in ("compressor", "generator"):
+                layer.lora_B[name].copy_(torch.randn(layer.lora_B[name].shape, generator=g) * 0.05)
+    model.save(tmp_path / "instruct")
+    args = SMALL + ["--stage", "e2e", "--steps", "0", "0", "2", "--lr", "0", "0", "1e-2", "--qr-init", "scratch",
+                    "--init", str(tmp_path / "instruct"), "--out", str(tmp_path / "run")]
+    train.main(args + (["--freeze-generator"] if freeze else []))
+    before, after = load_file(tmp_path / "instruct" / "adapters.safetensors"), \
+        load_file(tmp_path / "run" / "e2e" / "adapters.safetensors")
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    assert any("query_reasoner" in n for n in changed), "theta_qr did not move"
+    assert not any("compressor" in n or n == "memory_tokens" for n in changed), "stage 3 froze theta_c and MEM"
+    assert any("generator" in n for n in changed) is not freeze, \
+        f"generator {'moved under' if freeze else 'did not move without'} --freeze-generator"
+
+
 def test_held_out_rows_from_a_training_file_share_no_passage_with_training_rows(tmp_path):
     # 5 passages, 3 questions each, the other passages as distractors (as instruct rows are)
     passages = [f"Passage {i} about person {i}." for i in range(5)]

@@ -98,6 +98,10 @@ def parse_args(argv=None):
     p.add_argument("--lora-dropout", type=float, default=0.0)
     p.add_argument("--qr-init", choices=("compressor", "scratch"), default="compressor",
                    help="theta_qr start for stage 3 (paper Table 14: compressor copy is better)")
+    p.add_argument("--freeze-generator", action="store_true",
+                   help="stage 3 trains theta_qr alone, the generator fixed (not the paper's default, which "
+                        "updates both): the answer loss then only re-ranks, it cannot teach the generator to "
+                        "answer without the passage")
     p.add_argument("--curriculum", type=int, default=0, metavar="STEPS",
                    help="stage 1 starts with STEPS steps of repeating growing passage prefixes")
     p.add_argument("--pretrain-kinds", default="qa,paraphrase",
@@ -490,8 +494,8 @@ def diagnostics(model, stage, held, args, cache, autocast):
     return out
 
 
-def trainable(model, stage):
-    names = TRAINS[stage]
+def trainable(model, stage, freeze_generator=False):
+    names = stage_trains(stage, freeze_generator)
     params = [layer.lora_A[a] for layer in model.lora_layers for a in ADAPTERS if a in names] + \
              [layer.lora_B[a] for layer in model.lora_layers for a in ADAPTERS if a in names]
     if "memory" in names:
@@ -501,6 +505,13 @@ def trainable(model, stage):
     for p in params:
         p.requires_grad_(True)
     return params
+
+
+def stage_trains(stage, freeze_generator=False):
+    """The parts a stage updates (TRAINS), less the generator in stage 3 under --freeze-generator."""
+    if freeze_generator and stage == "e2e":
+        return tuple(n for n in TRAINS[stage] if n != "generator")
+    return TRAINS[stage]
 
 
 def param_groups(model, params, lr, compressor_lr_mult=1.0):
@@ -573,9 +584,9 @@ def run_stage(model, stage, args, sources, device, autocast, log, counter=None):
     directory = os.path.join(args.out, stage)
     rows, held = load_stage_rows(args, stage, sources)
     print(f"stage {stage}: {len(rows)} training rows, {len(held)} held-out rows; trains "
-          f"{', '.join(TRAINS[stage])}; {steps} steps x batch {bs} (in {args.grad_accum} micro-batches per "
+          f"{', '.join(stage_trains(stage, args.freeze_generator))}; {steps} steps x batch {bs} (in {args.grad_accum} micro-batches per "
           f"process), lr {lr:g} {schedule}")
-    params = trainable(model, stage)
+    params = trainable(model, stage, args.freeze_generator)
     opt = torch.optim.AdamW(param_groups(model, params, lr, args.compressor_lr_mult), weight_decay=0.0)
     warm = min(args.warmup, steps // 5)
 

@@ -1,8 +1,13 @@
-"""Print the README's ablation table from the runs of experiments/ablations.sh (and the default
-run, the baseline of the reranker rows). Usage: python experiments/ablation_table.py [compression|reranker]"""
+"""Print the ablation tables of docs/lab_notebook.md from the runs of experiments/ablations.sh (and
+the default run, the baseline of the reranker rows) and experiments/real_text_ablation.sh (with
+runs/real of real_text.sh, the 16x row). Usage: python experiments/ablation_table.py
+[compression|reranker|real]"""
 import json
 import os
 import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import metrics  # noqa: E402
 
 A, D = "runs/ablate", "runs/default"
 
@@ -17,6 +22,8 @@ def main(what="all"):
         compression()
     if what in ("all", "reranker"):
         reranker()
+    if what in ("all", "real"):
+        real()
 
 
 def compression():
@@ -41,6 +48,33 @@ def reranker():
     for name, flags in (("tau1", "--temperature 1.0"), ("gumbel", "--gumbel"), ("scratch", "--qr-init scratch")):
         r = json.load(open(os.path.join(A, name, "results.json")))["reranking"]
         print(f"| {name} | `{flags}` | {fmt(r['after'])} |")
+
+
+def real():
+    """Real-text compression rows: F1 of every setting on the same 100 unseen questions, the paired
+    compressed - shuffled interval, and the paired difference of compressed F1 from the 16x row."""
+    base = json.load(open("runs/real/results.json"))
+    f1 = lambda res, name: [p[name]["f1"] for p in res["predictions"]]
+    pct = lambda d: f"{100 * d['diff']:+.1f} [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]"
+    print("| row | command | stage-1 gap (last) | closed-book / text / compressed / shuffled F1 | "
+          "compressed - shuffled | compressed - the 16x row |")
+    print("|---|---|---|---|---|---|")
+    for name, flags in (("real_rate4", "--compression-rate 4"), ("real", "(16x, the default)"),
+                        ("real_rate64", "--compression-rate 64"), ("real_nomse", "--mse-weight 0")):
+        run = os.path.join("runs", name)
+        if not os.path.exists(os.path.join(run, "results.json")):
+            print(f"| {name} | `{flags}` | not run | | | |")
+            continue
+        res = json.load(open(os.path.join(run, "results.json")))
+        if [p["question"] for p in res["predictions"]] != [p["question"] for p in base["predictions"]]:
+            raise SystemExit(f"{run}: not the questions of runs/real")
+        gaps = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
+        gap = [r for r in gaps if r.get("stage") == "pretrain" and "gap" in r][-1]["gap"]
+        s = res["settings"]
+        vs16 = pct(metrics.paired_bootstrap(f1(res, "compressed"), f1(base, "compressed"))) if name != "real" else "-"
+        print(f"| {name} | `{flags}` | {gap:+.3f} | " + " / ".join(f"{100 * s[n]['f1']:.1f}" for n in (
+            "closed-book", "text-rag", "compressed", "compressed-shuffled")) +
+            f" | {pct(res['intervals']['compressed - shuffled']['f1'])} | {vs16} |")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
-"""Real text: split the official SCP sample (Wikipedia passages with QA pairs) into
-stage-1 rows (passages 1-700; a passage with more than --max-pairs QA pairs becomes several rows
-of at most that many, so no pair is lost and no step pays for a 34-pair target), stage-2 rows (one question per passage 1-700, its passage as the
-single document) and evaluation rows (the first question of each of passages 701-800, never
-trained on), in the official JSONL formats. The file is not part of the repository.
+"""Real text: split the official SCP sample (Wikipedia passages with QA pairs) into stage-1
+rows (passages 1-700; a passage with more than --max-pairs QA pairs becomes several rows of at
+most that many, so no pair is lost and no step pays for a 34-pair target), stage-2 rows (one
+question per passage 1-700, its passage as the single document) and evaluation rows (the first
+question of each of passages 701-800, never trained on), in the official JSONL formats. The file is not part of the repository.
 
     python experiments/real_text.py --input ../shared/data/scp_sample_800.jsonl --out runs/real/data
     bash experiments/real_text.sh        # the whole run: this, stage 1, stage 2, eval
@@ -36,6 +36,7 @@ def main(argv=None):
 
     if args.max_pairs < 0:
         raise SystemExit(f"--max-pairs must be 0 (no cap) or more, got {args.max_pairs}")
+
     def pieces(r):  # the passage's QA pairs, at most --max-pairs to a stage-1 row
         cap = args.max_pairs or len(r["questions"])
         return [{"data_type": "qa", "question": r["questions"][i:i + cap], "answers": r["answers"][i:i + cap],

@@ -383,7 +383,7 @@ def print_report(res):
         for name, by_metric in res["intervals"].items():
             cells = [f"{m.upper()} {100 * v['diff']:+6.1f} [{100 * v['lo']:+6.1f}, {100 * v['hi']:+6.1f}]"
                      for m, v in by_metric.items()]
-            print(f"  {name:40s}" + "   ".join(cells))
+            print(f"  {name:42s} " + "   ".join(cells))
     if "efficiency" in res:
         e, c = res["efficiency"], res["compression"]
         print(f"\nefficiency (batch size 1, medians of {e['latency_questions']} questions; decoding timed "

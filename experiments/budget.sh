@@ -13,6 +13,6 @@ for B in "${@:-20 60 120}"; do
     python eval.py --ckpt "runs/budget$b/e2e" --out "runs/budget$b/results.json"
   done
 done
-# only the budget runs themselves (runs/budget60_frozen/ from stage3_frozen.sh is not one)
+# only the budget runs themselves (runs/budget60_frozen/ from stage3_scratch.sh is not one)
 runs=(); for d in runs/budget*/; do [[ $(basename "$d") =~ ^budget[0-9]+$ ]] && runs+=("$d"); done
 python experiments/budget_plot.py "${runs[@]}" --out docs/budget.png

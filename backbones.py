@@ -90,14 +90,9 @@ def load_backbone(name: str = "smollm2-135m", dtype: torch.dtype = torch.float32
 def past(model, out) -> dict:
     """The keyword that hands `out`'s KV cache to `model`'s next forward: `cache` from transformers
     5.24 on (which deprecates `past_key_values`, to be removed in 5.40), `past_key_values` before."""
-    if _takes_cache(type(model)):
+    if "cache" in inspect.signature(model.forward).parameters:
         return {"cache": out.cache}
     return {"past_key_values": out.past_key_values}
-
-
-@lru_cache(maxsize=None)
-def _takes_cache(model_class) -> bool:
-    return "cache" in inspect.signature(model_class.forward).parameters
 
 
 def chat_pieces(tokenizer, system_prompt: str, separator: str) -> dict:

@@ -37,8 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import checkpoint
-# load_backbone is re-exported: the packaged SmolLM2, "tiny", any HF causal LM
-from backbones import CALIBRATION_TEXT, chat_pieces, load_backbone, past
+from backbones import CALIBRATION_TEXT, chat_pieces, load_backbone, past  # load_backbone: re-exported
 
 ADAPTERS = ("compressor", "query_reasoner", "generator")  # theta_c, theta_qr, theta_g
 MEMORY_NORMS = ("none", "rescale", "standardize")

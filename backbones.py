@@ -1,5 +1,6 @@
 """Backbones for clara: the packaged SmolLM2-135M-Instruct, a tiny random Llama for tests, or any
-Hugging Face causal LM. Not part of the method: `clara.load_backbone` is this module's function.
+Hugging Face causal LM, with their chat prompt and KV-cache greedy decoding. Not part of the method:
+`clara.load_backbone` is this module's function.
 Nothing is imported from transformers until a backbone is asked for, so `import clara` stays instant.
 """
 
@@ -93,6 +94,31 @@ def past(model, out) -> dict:
     if "cache" in inspect.signature(model.forward).parameters:
         return {"cache": out.cache}
     return {"past_key_values": out.past_key_values}
+
+
+@torch.no_grad()
+def greedy_decode(model, embeds, mask, stop_ids, max_new_tokens: int) -> list[list[int]]:
+    """Greedy decoding with a KV cache from left-padded prompt embeddings (B, T, D) and their mask
+    (B, T): the new token ids of each row, cut before its first stop token."""
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    stop = torch.tensor(stop_ids, device=embeds.device)
+    out = model(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=True)
+    done = torch.zeros(len(embeds), dtype=torch.bool, device=embeds.device)
+    tokens = []
+    for _ in range(max_new_tokens):
+        nxt = out.logits[:, -1].argmax(-1)  # (B,)
+        tokens.append(nxt)
+        done |= torch.isin(nxt, stop)
+        if done.all():
+            break
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+        pos = pos[:, -1:] + 1
+        out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, use_cache=True,
+                    **past(model, out))
+    rows = torch.stack(tokens, 1).tolist()  # (B, steps)
+    return [r[:next((i for i, t in enumerate(r) if t in stop_ids), len(r))] for r in rows]
 
 
 def chat_pieces(tokenizer, system_prompt: str, separator: str) -> dict:

@@ -37,7 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import checkpoint
-from backbones import CALIBRATION_TEXT, chat_pieces, load_backbone, past  # load_backbone: re-exported
+from backbones import CALIBRATION_TEXT, chat_pieces, greedy_decode, load_backbone  # load_backbone: re-exported
 
 ADAPTERS = ("compressor", "query_reasoner", "generator")  # theta_c, theta_qr, theta_g
 MEMORY_NORMS = ("none", "rescale", "standardize")
@@ -421,34 +421,15 @@ class CLaRa(nn.Module):
         logits = self.backbone.get_output_embeddings()(h[:, :-1][keep])  # (n_target, V) only
         return F.cross_entropy(logits.float(), y[:, 1:][keep])
 
-    @torch.no_grad()
     def _greedy(self, prompts: list[torch.Tensor], max_new_tokens: int) -> list[str]:
-        """Greedy decoding with a KV cache from left-padded prompt embeddings (B, T, D)."""
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        """Greedy answers from prompt embeddings [(T_b, D)], left-padded into one batch."""
         T = max(len(p) for p in prompts)
         x = torch.stack([F.pad(p, (0, 0, T - len(p), 0)) for p in prompts])  # left-pad (B, T, D)
         mask = torch.stack([F.pad(torch.ones(len(p), dtype=torch.long, device=self.device),
                                   (T - len(p), 0)) for p in prompts])  # (B, T)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        stop = torch.tensor(self._chat["stop"], device=self.device)
         with self.adapter("generator"):
-            out = self.backbone(inputs_embeds=x, attention_mask=mask, position_ids=pos, use_cache=True)
-            done = torch.zeros(len(prompts), dtype=torch.bool, device=self.device)
-            tokens = []
-            for _ in range(max_new_tokens):
-                nxt = out.logits[:, -1].argmax(-1)  # (B,)
-                tokens.append(nxt)
-                done |= torch.isin(nxt, stop)
-                if done.all():
-                    break
-                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
-                pos = pos[:, -1:] + 1
-                out = self.backbone(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos,
-                                    use_cache=True, **past(self.backbone, out))
-        rows = torch.stack(tokens, 1).tolist()  # (B, steps); cut each row at its first stop token
-        cuts = [next((i for i, t in enumerate(r) if t in self._chat["stop"]), len(r)) for r in rows]
-        return [self.tokenizer.decode(r[:c], skip_special_tokens=True).strip() for r, c in zip(rows, cuts)]
+            rows = greedy_decode(self.backbone, x, mask, self._chat["stop"], max_new_tokens)
+        return [self.tokenizer.decode(r, skip_special_tokens=True).strip() for r in rows]
 
     @torch.no_grad()
     def generate(self, questions: list[str], docs=None, max_new_tokens: int = 32,

@@ -1,10 +1,13 @@
-"""Evaluation metrics (DESIGN.md section 6) and a BM25 baseline: small pure functions.
+"""Evaluation metrics (docs/design.md section 6), a BM25 baseline and the shuffled control's donor
+rule: small pure functions.
 
 Answers: SQuAD normalisation, then exact match (EM), token F1 and cover-EM (CEM, the paper's
 "acc"). With several gold aliases we take the max over aliases; `first_only=True` scores only
 golds[0], as the official CLaRa script does. Report which one you use.
 Retrieval: Recall@k and reciprocal rank (MRR when averaged; the paper reports no MRR) of a
 ranking of the N candidates, and BM25 scores as a text-only reranking baseline.
+Controls: shuffle_donors, which row's passages another row reads in the shuffled control (used by
+train.py's stage-1/2 diagnostics and by eval.py).
 """
 import math
 import random
@@ -144,6 +147,31 @@ def rank_from_scores(scores: list[float]) -> list[int]:
     return sorted(range(len(scores)), key=lambda i: (-scores[i], i))
 
 
+def ranking_metrics(scores, positives, recall_at=(), hit_at=()) -> dict:
+    """MRR, Recall@k (k in recall_at) and hit@k (a positive among the top k, k in hit_at) of the
+    rankings given by each question's N scores, over the questions with positives (positives[i]:
+    question i's positive indices; one without any has no rank and is left out). -> {"mrr",
+    "recall@k".., "hit@k".., "questions", "per_question_rr"}, or {"skipped"} if none has positives.
+
+    >>> ranking_metrics([[0.1, 0.9, 0.5], [0.3, 0.2, 0.1]], [[2], []], recall_at=(1,), hit_at=(2,))["hit@2"]
+    1.0
+    """
+    rr, at = [], {**{f"recall@{k}": [] for k in recall_at}, **{f"hit@{k}": [] for k in hit_at}}
+    for s, pos in zip(scores, positives):
+        if not pos:
+            continue
+        ranking = rank_from_scores(s)
+        rr.append(reciprocal_rank(ranking, pos))
+        for k in recall_at:
+            at[f"recall@{k}"].append(recall_at_k(ranking, pos, k))
+        for k in hit_at:
+            at[f"hit@{k}"].append(float(any(i in pos for i in ranking[:k])))
+    if not rr:
+        return {"skipped": "no row has pos_index"}
+    return {"mrr": summarize(rr), **{name: summarize(v) for name, v in at.items()},
+            "questions": len(rr), "per_question_rr": rr}
+
+
 def summarize(values: list[float]) -> float:
     """Mean of per-question values (e.g. EM over a test set), refusing an empty list."""
     values = list(values)
@@ -218,3 +246,25 @@ def bm25_scores(question: str, docs: list[str]) -> list[float]:
     """BM25 scores of a question's N candidates, with IDF computed over those N candidates only
     (the reranking setting: no outside corpus). Rank them with `rank_from_scores`."""
     return BM25(docs).scores(question)
+
+
+# ---------------------------------------------------------------------------- controls
+
+def shuffle_donors(own: list, shown: list, names: list[str] | None = None) -> list[int]:
+    """The shuffled control (docs/design.md section 8): for row i, the next row j (cyclically) none
+    of whose passages shown[j] is one of row i's own passages own[i], so that the "shuffled" row
+    never reads its own facts. A roll by one is not enough: rows share passages (several questions
+    per passage, similar passages as distractors). names[i] (e.g. "file.jsonl:7") labels row i in
+    errors.
+
+    >>> shuffle_donors([{"a"}, {"a"}, {"b"}], [["a"], ["a"], ["b"]])
+    [2, 2, 0]
+    """
+    donors = []
+    for i in range(len(own)):
+        j = next((j % len(own) for j in range(i + 1, i + len(own)) if not set(own[i]) & set(shown[j % len(own)])), None)
+        if j is None:
+            raise ValueError(f"{names[i] if names else f'row {i}'}: every other row holds one of its "
+                             f"passages, so the shuffled control has no donor; use rows about other passages")
+        donors.append(j)
+    return donors

@@ -6,7 +6,7 @@ import pytest
 import metrics
 
 from metrics import (BM25, bm25_scores, cover_em, exact_match, f1_score, normalize_answer, rank_from_scores,
-                     recall_at_k, reciprocal_rank, summarize)
+                     ranking_metrics, recall_at_k, reciprocal_rank, shuffle_donors, summarize)
 
 
 # ---------------------------------------------------------------------------- answers
@@ -125,3 +125,29 @@ def test_paired_bootstrap_interval_holds_the_difference_and_shrinks_with_questio
     assert big["hi"] - big["lo"] < 0.7 * (r["hi"] - r["lo"]), "4x the questions must narrow the interval"
     with pytest.raises(ValueError, match="paired values"):
         metrics.paired_bootstrap([1, 0], [1])
+
+
+def test_ranking_metrics_hand_computed_over_the_questions_with_positives():
+    scores = [[0.1, 0.9, 0.5, 0.0],   # ranking [1, 2, 0, 3]: positives {2, 3} at ranks 2 and 4
+              [0.8, 0.1, 0.2, 0.3],   # ranking [0, 3, 2, 1]: positive {0} at rank 1
+              [0.5, 0.5, 0.5, 0.5]]   # no positives: left out
+    m = ranking_metrics(scores, [[2, 3], [0], []], recall_at=(1, 3), hit_at=(1, 2))
+    assert m["mrr"] == pytest.approx((1 / 2 + 1) / 2)
+    assert m["recall@1"] == pytest.approx((0 + 1) / 2) and m["recall@3"] == pytest.approx((1 / 2 + 1) / 2)
+    assert m["hit@1"] == pytest.approx(0.5) and m["hit@2"] == pytest.approx(1.0)
+    assert m["questions"] == 2 and m["per_question_rr"] == [0.5, 1.0]
+    assert list(m) == ["mrr", "recall@1", "recall@3", "hit@1", "hit@2", "questions", "per_question_rr"]
+    assert ranking_metrics(scores[2:], [[]]) == {"skipped": "no row has pos_index"}
+
+
+def test_shuffle_donors_skip_rows_that_share_a_passage():
+    # rows 0 and 1 are about the same passage (as SCP rows and instruct rows often are): a roll by
+    # one gives row 1 row 0's passage; the donor rule must not
+    assert shuffle_donors([["a"], ["a"], ["b"]], [["a"], ["a"], ["b"]]) == [2, 2, 0]
+    # instruct rows: a donor must share none of the row's k passages
+    rows = [["a", "c"], ["c", "b"], ["b", "a"], ["x", "y"]]
+    assert shuffle_donors(rows, rows) == [3, 3, 3, 0]
+    with pytest.raises(ValueError, match="row 0: every other row holds"):
+        shuffle_donors(rows[:3], rows[:3])
+    with pytest.raises(ValueError, match="f.jsonl:7: every other row holds"):
+        shuffle_donors(rows[:3], rows[:3], names=["f.jsonl:7", "f.jsonl:8", "f.jsonl:9"])

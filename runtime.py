@@ -1,9 +1,14 @@
 """The runtime around the method, shared by train.py, eval.py and ask.py: where and in which dtype
 the model runs, several processes under torchrun, FLOP counting, and atomic file writes.
-Nothing here is part of CLaRa itself; clara.py never imports it.
+Nothing here is part of CLaRa itself, and nothing here imports the method: clara.py uses only
+atomic_write (for CLaRa.save).
 """
 
 import os
+import sys
+import time
+
+import torch
 
 
 def atomic_write(path: str, write) -> None:
@@ -11,3 +16,221 @@ def atomic_write(path: str, write) -> None:
     tmp = path + ".tmp"
     write(tmp)
     os.replace(tmp, path)
+
+
+# --- device and dtype: decided once, here, with the reason printed -------------------------------
+
+def cpu_has_bf16() -> bool:
+    """Native bf16 arithmetic on this CPU (x86 flags avx512_bf16 or amx_bf16; Linux only)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def pick_device(dtype: str = "auto", device: str = "auto", file=None):
+    """Decide device and dtype once and print why (to `file`, default stdout).
+    -> (torch.device, autocast context manager to run the model under).
+
+    dtype   "auto": bf16 autocast on a GPU and on CPUs with native bf16, else float32;
+            "float32" or "bfloat16" force it (train.py --dtype).
+    device  "auto": cuda, else mps, else cpu; a name ("cpu", "cuda", "mps") runs there in float32
+            (eval.py and ask.py --device)."""
+    if device != "auto":
+        print(f"device: {device}, float32: asked for with --device", file=file)
+        return torch.device(device), torch.autocast("cpu", enabled=False)
+    if torch.cuda.is_available():
+        device, name = torch.device("cuda"), f"cuda ({torch.cuda.get_device_name()})"
+        bf16, why = dtype != "float32", "a GPU is available" if dtype == "auto" else f"--dtype {dtype}"
+    elif torch.backends.mps.is_available():
+        device, name, bf16, why = torch.device("mps"), "mps", False, "Apple GPU: float32 kept, as tested"
+    else:
+        device, name = torch.device("cpu"), f"cpu ({torch.get_num_threads()} threads)"
+        native = cpu_has_bf16()
+        bf16 = dtype == "bfloat16" or (dtype == "auto" and native)
+        why = (f"--dtype {dtype}" if dtype != "auto" else "this CPU has native bf16 (avx512_bf16); "
+               "--dtype float32 to opt out" if native else "no native bf16 on this CPU")
+    print(f"device: {name}, {'bf16 autocast' if bf16 else 'float32'}: {why}", file=file)
+    return device, torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+def backbone_dtype(device) -> torch.dtype:
+    """The frozen backbone's weights: bf16 on CUDA (autocast would re-cast fp32 weights at every
+    op), float32 elsewhere; adapters and memory tokens are float32 always (clara.LoRALinear)."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def sync(device):
+    """Wait for queued GPU work, so that a clock read measures it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+# --- several processes: torchrun -----------------------------------------------------------------
+# `torchrun --standalone --nproc_per_node=N train.py ...` starts N copies of the script with RANK,
+# LOCAL_RANK and WORLD_SIZE set, as nanoGPT's train.py expects (docs/multi_gpu.md). Without them
+# every helper below does nothing and the script is the one-process script it always was.
+dist = torch.distributed
+
+
+def distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def setup_distributed():
+    """Join torchrun's process group: nccl on CUDA (one GPU per process, cuda:LOCAL_RANK), gloo on CPU.
+    Only rank 0 speaks: the others' prints and progress bars go nowhere (errors still show)."""
+    if "RANK" not in os.environ:
+        return
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    if torch.cuda.is_available():
+        if local_rank >= torch.cuda.device_count():
+            raise SystemExit(f"rank {rank}: LOCAL_RANK {local_rank}, but this machine has "
+                             f"{torch.cuda.device_count()} GPUs: start at most that many (--nproc_per_node)")
+        torch.cuda.set_device(local_rank)  # pick_device's "cuda" is now this process's GPU
+        dist.init_process_group("nccl", device_id=torch.device("cuda", local_rank))
+    else:
+        dist.init_process_group("gloo")
+    if rank > 0:
+        from functools import partialmethod
+
+        from tqdm import tqdm
+        sys.stdout = open(os.devnull, "w")
+        tqdm.__init__ = partialmethod(tqdm.__init__, disable=True)
+    print(f"torchrun: {dist.get_world_size()} processes, backend {dist.get_backend()}; rank 0 logs and writes")
+
+
+def teardown_distributed():
+    if distributed():
+        dist.destroy_process_group()
+
+
+def is_main() -> bool:
+    """Rank 0, or the only process: the one that logs, evaluates and writes files."""
+    return not distributed() or dist.get_rank() == 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if distributed() else 1
+
+
+def barrier():
+    """Wait for every process (e.g. until rank 0 has written what the others read)."""
+    if distributed():
+        dist.barrier()
+
+
+def shard(items):
+    """This process's contiguous share of a list or range: rank r of P takes items[r*n//P:(r+1)*n//P],
+    so the shares in rank order make up the whole again."""
+    n, r = len(items), dist.get_rank() if distributed() else 0
+    return items[r * n // world_size():(r + 1) * n // world_size()]
+
+
+def check_batch_split(batch_sizes: dict, grad_accum: int):
+    """Refuse, before any work, a batch size ({stage: --batch-size} of the stages to run) that P
+    processes x --grad-accum A cannot cut into P*A equal micro-batches (unequal ones would weigh
+    the rows of a step unequally)."""
+    n = world_size() * grad_accum
+    for stage, bs in batch_sizes.items():
+        if bs % n:
+            raise SystemExit(f"--batch-size {bs} of stage {stage} does not split into {world_size()} "
+                             f"process(es) x --grad-accum {grad_accum} equal micro-batches: "
+                             f"give a multiple of {n}")
+
+
+def micro_batches(batch, accum):
+    """This process's micro-batches of one step's batch. Every process draws the same batch (the
+    same seeded order); rank r of P takes its share and cuts it into A = --grad-accum pieces. So P
+    processes x A cut the batch into the same P*A slices, in the same order, as one process with
+    --grad-accum P*A, and take the same step (test_ddp.py): each slice's loss is a token mean and
+    weighs 1/(P*A) in the gradient (1/A in train.run_stage, 1/P in all_reduce_grads). Weighing every
+    answer token of the batch alike would need every process's token count first; equal slices are
+    simpler. Exact without random noise in the forward (the defaults); with --lora-dropout or
+    --gumbel every process draws the same noise for its own slice, where one process draws new
+    noise per slice."""
+    n = world_size() * accum
+    if len(batch) % n:  # check_batch_split ran, so only a data set smaller than a batch gets here
+        raise SystemExit(f"{len(batch)} training rows do not split into {world_size()} process(es) x "
+                         f"--grad-accum {accum} equal micro-batches: use more rows (--limit) or fewer pieces")
+    size = len(batch) // n
+    mine = shard(batch)  # (batch / P rows)
+    return [mine[j * size:(j + 1) * size] for j in range(accum)]
+
+
+def all_reduce_grads(params):
+    """Average the trainable parameters' gradients over processes, after backward: what DDP does.
+    Not the DistributedDataParallel wrapper: a CLaRa step is no single module call (a stage's loss
+    runs compressor, query reasoner and generator sub-forwards under a context manager that picks
+    the adapter), and only the current stage's adapters get gradients, which DDP would have to be
+    told (find_unused_parameters). The LoRA gradients are a few MB, so one all-reduce after backward
+    costs little. Every process builds the same model from the same seed and checkpoint, so equal
+    averaged gradients keep the adapters equal, as DDP's do."""
+    if not distributed():
+        return
+    grads = [p.grad for p in params if p.grad is not None]  # the same list in every process
+    flat = torch.cat([g.flatten() for g in grads])  # one message, not one per tensor
+    dist.all_reduce(flat)  # sum over processes
+    flat /= world_size()
+    for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(part.view_as(g))
+
+
+def gather_chunks(chunks, device):
+    """Every process's list of tensors, joined in rank order, in every process: stage 3's vector
+    cache is compressed in shards and every process needs all of it. all_gather_object, because the
+    shards may differ in size; sent through the CPU, so a tensor never arrives on another's GPU."""
+    if not distributed():
+        return chunks
+    parts = [None] * world_size()
+    dist.all_gather_object(parts, [c.cpu() for c in chunks])
+    return [c.to(device) for part in parts for c in part]
+
+
+# --- FLOPs: tokens/s and MFU of train.py's log line ----------------------------------------------
+
+class FlopCounter:
+    """Model FLOPs of the backbone passes, for the tokens/s and MFU of the log line (nanoGPT's
+    estimate_mfu, adapted). A pass over P real positions through layers holding W matmul weights
+    costs 2 W P FLOPs forward, and 2 W P more backward when it needs gradients (input gradients
+    only: the backbone is frozen; LoRA's and attention's T^2 terms are left out, a few percent).
+    W counts the nn.Linear weights inside the blocks (under CLaRa each is the frozen base of a
+    clara.LoRALinear)."""
+
+    def __init__(self, model):
+        self.positions, self.flops, self._weights = 0, 0.0, {}
+        model.backbone.base_model.register_forward_pre_hook(self._count, with_kwargs=True)
+
+    def _count(self, base, args, kwargs):
+        mask, x = kwargs.get("attention_mask"), kwargs.get("inputs_embeds", kwargs.get("input_ids"))
+        P = int(mask.sum()) if mask is not None else x.shape[0] * x.shape[1]
+        n = len(base.layers)  # fewer when the compressor stops at memory_layer
+        if n not in self._weights:
+            self._weights[n] = sum(m.weight.numel() for m in base.layers.modules() if isinstance(m, torch.nn.Linear))
+        self.positions += P
+        self.flops += (4 if torch.is_grad_enabled() else 2) * self._weights[n] * P
+
+    def take(self):
+        """-> (positions, FLOPs) since the last call."""
+        out = (self.positions, self.flops)
+        self.positions, self.flops = 0, 0.0
+        return out
+
+
+def measure_peak_flops(device, autocast, n=2048, reps=5) -> float:
+    """The FLOP/s a square matmul reaches on this device in the training dtype (the best of reps):
+    the denominator of MFU, measured because CPU peaks are rarely published (train.py --peak-flops
+    gives a datasheet value instead). On a busy machine it is too low, and MFU too high."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    best = float("inf")
+    with torch.no_grad(), autocast:
+        (a @ b).sum().item()  # warm-up
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            (a @ b).sum().item()  # .item() waits for the device
+            best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best

@@ -125,7 +125,7 @@ def chat_pieces(tokenizer, system_prompt: str, separator: str) -> dict:
     """The generator's prompt around its document slots, rendered once in the backbone's chat
     template: token ids before the slots, the separator's ids, the text around the question, the
     text that ends an answer and the ids that stop generation. The slots sit inside the user turn
-    (DESIGN.md section 8: a slot after the turn closed was not read)."""
+    (docs/design.md section 8: a slot after the turn closed was not read)."""
     slot, question, answer = "\x00SLOT\x00", "\x00QUESTION\x00", "\x00ANSWER\x00"
     msgs = [{"role": "system", "content": system_prompt},
             {"role": "user", "content": f"Background:\n{slot}\n\nQuestion: {question}"}]

@@ -15,41 +15,44 @@ Study guide: paper component -> where it lives here
     stage 2 instruction tuning       (Sec. 2.2)         CLaRa.instruct_loss
     stage 3 end-to-end training      (Sec. 3)           CLaRa.e2e_loss
     rerank N -> k -> answer          (Sec. 3)           CLaRa.answer
+    stage-3 vector cache (theta_c frozen)               VectorCache
 
-Symbols (DESIGN.md): B questions, N candidates per question, k selected, L document tokens
+Symbols (docs/design.md section 2): B questions, N candidates per question, k selected, L document tokens
 (doc_max_len), l memory tokens per document (l = L // compression_rate), D hidden size, tau
 temperature of the top-k.
 
 Where this differs from the paper and the official code, and why: README "Differences from the
 paper and the official code" (memory vectors from memory_layer with memory_norm, hand-written
-LoRA adapters chosen per sub-forward, a newline separator between slots, ...). Checkpoint files:
-checkpoint.py.
+LoRA adapters chosen per sub-forward, a newline separator between slots, ...). A checkpoint holds
+only what training changed: CLaRa.save / CLaRa.load.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import checkpoint
 from backbones import CALIBRATION_TEXT, chat_pieces, greedy_decode, load_backbone  # load_backbone: re-exported
+from runtime import atomic_write
 
 ADAPTERS = ("compressor", "query_reasoner", "generator")  # theta_c, theta_qr, theta_g
 MEMORY_NORMS = ("none", "rescale", "standardize")
 # config fields that change a passage's memory vectors (with the backbone and theta_c's weights)
 COMPRESSOR_FIELDS = ("backbone", "doc_max_len", "compression_rate", "memory_layer", "memory_norm",
                      "lora_r", "lora_alpha")
+QUERY_FIELDS = (*COMPRESSOR_FIELDS, "query_max_len")  # ... and the query reasoner's query vectors
+CONFIG, TENSORS = "config.json", "adapters.safetensors"  # a checkpoint directory (CLaRa.save)
 
 
-# ---------------------------------------------------------------------------------------------
-# Configuration: every method hyperparameter, its paper symbol, and why its default
-# ---------------------------------------------------------------------------------------------
-
+# --- Configuration: every method hyperparameter, its paper symbol, and why its default -----------
 
 @dataclass
 class CLaRaConfig:
@@ -66,7 +69,7 @@ class CLaRaConfig:
     lora_dropout: float = 0.1  # (paper: 0.1)
     mse_weight: float = 0.1  # lambda of the MSE alignment term (paper: 0.1)
     memory_layer: int = -2  # index into HF hidden_states: -1 = post-norm final layer (paper);
-    #                         -2 = residual stream before the last layer (DESIGN.md section 8)
+    #                         -2 = residual stream before the last layer (docs/design.md section 8)
     memory_norm: str = "standardize"  # how memory states become generator inputs (MEMORY_NORMS):
     #   "none": raw states (paper); "rescale": each vector to the input embeddings' mean norm (~3.2 vs
     #   ~45); "standardize": per dimension, the layer's mean and std on CALIBRATION_TEXT mapped to the
@@ -93,10 +96,7 @@ class CLaRaConfig:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
 
 
-# ---------------------------------------------------------------------------------------------
-# LoRA: one frozen linear layer, three low-rank adapters, one of them (or none) active
-# ---------------------------------------------------------------------------------------------
-
+# --- LoRA: one frozen linear layer, three low-rank adapters, one of them (or none) active --------
 
 class LoRALinear(nn.Module):
     """y = W x + (alpha / r) B_a A_a dropout(x) for the active adapter a (Hu et al., 2021).
@@ -143,10 +143,7 @@ def add_lora(backbone: nn.Module, r: int, alpha: int, dropout: float) -> list[Lo
     return wrapped
 
 
-# ---------------------------------------------------------------------------------------------
-# Straight-through top-k (paper Eq. 3.3-3.4, Algorithm 1)
-# ---------------------------------------------------------------------------------------------
-
+# --- Straight-through top-k (paper Eq. 3.3-3.4, Algorithm 1) -------------------------------------
 
 def differentiable_topk(scores: torch.Tensor, k: int, temperature: float, gumbel: bool = False,
                         hard: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -186,29 +183,7 @@ def differentiable_topk(scores: torch.Tensor, k: int, temperature: float, gumbel
     return H + (P - P.detach()), indices
 
 
-def shuffle_donors(own: list, shown: list, names: list[str] | None = None) -> list[int]:
-    """The shuffled control (DESIGN.md section 8): for row i, the next row j (cyclically) none of
-    whose passages shown[j] is one of row i's own passages own[i], so that the "shuffled" row never
-    reads its own facts. A roll by one is not enough: rows share passages (several questions per
-    passage, similar passages as distractors). names[i] (e.g. "file.jsonl:7") labels row i in errors.
-
-    >>> shuffle_donors([{"a"}, {"a"}, {"b"}], [["a"], ["a"], ["b"]])
-    [2, 2, 0]
-    """
-    donors = []
-    for i in range(len(own)):
-        j = next((j % len(own) for j in range(i + 1, i + len(own)) if not set(own[i]) & set(shown[j % len(own)])), None)
-        if j is None:
-            raise ValueError(f"{names[i] if names else f'row {i}'}: every other row holds one of its "
-                             f"passages, so the shuffled control has no donor; use rows about other passages")
-        donors.append(j)
-    return donors
-
-
-# ---------------------------------------------------------------------------------------------
-# The model: compressor, query reasoner, scores, generator, stage losses
-# ---------------------------------------------------------------------------------------------
-
+# --- The model: compressor, query reasoner, scores, generator, stage losses ----------------------
 
 class CLaRa(nn.Module):
     def __init__(self, backbone: nn.Module, tokenizer, config: CLaRaConfig | None = None):
@@ -377,7 +352,7 @@ class CLaRa(nn.Module):
 
     # -- generator (Sec. 2.2) ----------------------------------------------------------------
 
-    def _prompt_embeds(self, question: str, slots) -> torch.Tensor:
+    def prompt_embeds(self, question: str, slots) -> torch.Tensor:
         """One generator prompt: chat header + k slots (l vectors or a passage's text, then the
         separator) + question + assistant header -> (T, D)."""
         parts = [self._embed_ids(self._chat["before_ids"])]
@@ -406,7 +381,7 @@ class CLaRa(nn.Module):
         self._check_batch(questions, doc_vecs, targets)
         rows, labels = [], []
         for b, (q, t) in enumerate(zip(questions, targets)):
-            prompt = self._prompt_embeds(q, [] if doc_vecs is None else list(doc_vecs[b]))
+            prompt = self.prompt_embeds(q, [] if doc_vecs is None else list(doc_vecs[b]))
             target = self.tokenizer(t + self._chat["end"], add_special_tokens=False)["input_ids"]
             rows.append(torch.cat([prompt, self._embed_ids(target)]))  # (T_b, D)
             labels.append([-100] * len(prompt) + target)
@@ -421,16 +396,6 @@ class CLaRa(nn.Module):
         logits = self.backbone.get_output_embeddings()(h[:, :-1][keep])  # (n_target, V) only
         return F.cross_entropy(logits.float(), y[:, 1:][keep])
 
-    def _greedy(self, prompts: list[torch.Tensor], max_new_tokens: int) -> list[str]:
-        """Greedy answers from prompt embeddings [(T_b, D)], left-padded into one batch."""
-        T = max(len(p) for p in prompts)
-        x = torch.stack([F.pad(p, (0, 0, T - len(p), 0)) for p in prompts])  # left-pad (B, T, D)
-        mask = torch.stack([F.pad(torch.ones(len(p), dtype=torch.long, device=self.device),
-                                  (T - len(p), 0)) for p in prompts])  # (B, T)
-        with self.adapter("generator"):
-            rows = greedy_decode(self.backbone, x, mask, self._chat["stop"], max_new_tokens)
-        return [self.tokenizer.decode(r, skip_special_tokens=True).strip() for r in rows]
-
     @torch.no_grad()
     def generate(self, questions: list[str], docs=None, max_new_tokens: int = 32,
                  docs_as_text: bool = False) -> list[str]:
@@ -440,9 +405,15 @@ class CLaRa(nn.Module):
         self._check_batch(questions, docs)
         if docs is not None and not torch.is_tensor(docs) and not docs_as_text:
             docs = self._compress_nested(docs)  # (B, k, l, D)
-        prompts = [self._prompt_embeds(q, [] if docs is None else list(docs[b]))
-                   for b, q in enumerate(questions)]
-        return self._greedy(prompts, max_new_tokens)
+        prompts = [self.prompt_embeds(q, [] if docs is None else list(docs[b]))
+                   for b, q in enumerate(questions)]  # [(T_b, D)], left-padded into one batch
+        T = max(len(p) for p in prompts)
+        x = torch.stack([F.pad(p, (0, 0, T - len(p), 0)) for p in prompts])  # (B, T, D)
+        mask = torch.stack([F.pad(torch.ones(len(p), dtype=torch.long, device=self.device),
+                                  (T - len(p), 0)) for p in prompts])  # (B, T)
+        with self.adapter("generator"):
+            rows = greedy_decode(self.backbone, x, mask, self._chat["stop"], max_new_tokens)
+        return [self.tokenizer.decode(r, skip_special_tokens=True).strip() for r in rows]
 
     def _compress_nested(self, docs: list[list[str]], with_mse: bool = False):
         """B lists of n passages each -> (B, n, l, D), one compressor pass over all B * n."""
@@ -459,31 +430,32 @@ class CLaRa(nn.Module):
     # -- the three training stages (Sec. 2.1, 2.2, 3) ----------------------------------------
 
     def pretrain_loss(self, docs: list[str], targets: list[str], kinds: list[str],
-                      shuffle: bool = False) -> dict:
+                      donors: list[int] | None = None) -> dict:
         """Stage 1 (SCP): one passage -> its target (all QA pairs as "Question: ..\\nAnswer: .."
         lines for kind "qa", or a paraphrase); CE + lambda * MSE. The questions are part of the
-        target, not of the prompt. shuffle=True gives each row the vectors of a row about another
-        passage (the control)."""
+        target, not of the prompt. donors: row b reads the vectors of row donors[b] instead of its
+        own (the shuffled control; the caller picks the donors, metrics.shuffle_donors)."""
         if len(kinds) != len(docs):
             raise ValueError(f"{len(docs)} docs but {len(kinds)} kinds")
         bad = [k for k in kinds if k not in ("qa", "paraphrase")]
         if bad:
             raise ValueError(f"kinds must be 'qa' or 'paraphrase', got {bad[0]!r}")
         M, mse = self.compress(docs, with_mse=True)  # (B, l, D)
-        if shuffle:  # row b reads the vectors of a row about another passage
-            M = M[shuffle_donors([[d] for d in docs], [[d] for d in docs])]
+        if donors is not None:  # a control, not the method: which rows to swap is the caller's rule
+            M = M[donors]
         instructions = [self.config.qa_instruction if k == "qa" else self.config.paraphrase_instruction
                         for k in kinds]
         ce = self.generator_loss(instructions, M.unsqueeze(1), targets)  # one slot: (B, 1, l, D)
         return {"loss": ce + self.config.mse_weight * mse, "ce": ce.detach(), "mse": mse.detach()}
 
     def instruct_loss(self, questions: list[str], docs: list[list[str]], answers: list[str],
-                      shuffle: bool = False) -> dict:
-        """Stage 2: question + k passages (compressed) -> answer; CE + lambda * MSE."""
+                      donors: list[int] | None = None) -> dict:
+        """Stage 2: question + k passages (compressed) -> answer; CE + lambda * MSE. donors: row b
+        reads the k passages' vectors of row donors[b] (the shuffled control, as in pretrain_loss)."""
         self._check_batch(questions, docs, answers)
         M, mse = self._compress_nested(docs, with_mse=True)  # (B, k, l, D)
-        if shuffle:  # row b reads the k passages of a row that shares none of them
-            M = M[shuffle_donors(docs, docs)]
+        if donors is not None:
+            M = M[donors]
         ce = self.generator_loss(questions, M, answers)
         return {"loss": ce + self.config.mse_weight * mse, "ce": ce.detach(), "mse": mse.detach()}
 
@@ -520,17 +492,95 @@ class CLaRa(nn.Module):
         selected, idx, _ = self.rerank(questions, candidates, k)
         return self.generate(questions, selected, max_new_tokens), idx
 
-    # -- checkpoints: only what training changed (checkpoint.py) -------------------------------
+    # -- checkpoints: only what training changed (as nanoGPT's from_pretrained) ---------------
 
     def save(self, directory: str):
-        """Write config.json and adapters.safetensors (3 adapters + memory tokens), atomically."""
-        checkpoint.save(self, directory)
+        """Write adapters.safetensors (the 3 adapters and the memory tokens; safetensors: no pickle),
+        then config.json (the CLaRaConfig and the backbone's fingerprint), each atomically."""
+        from safetensors.torch import save_file
+        os.makedirs(directory, exist_ok=True)
+        tensors = {n: p.detach().cpu().contiguous() for n, p in self.trainable_state_dict().items()}
+        atomic_write(os.path.join(directory, TENSORS), lambda path: save_file(tensors, path))
+        meta = json.dumps({"config": asdict(self.config), "backbone": backbone_fingerprint(self.backbone)}, indent=2)
+        atomic_write(os.path.join(directory, CONFIG), lambda path: Path(path).write_text(meta))
 
     @classmethod
     def load(cls, directory: str, backbone=None) -> "CLaRa":
-        """Rebuild from save(): backbone = (model, tokenizer) or None to load config.backbone."""
-        return checkpoint.load(cls, directory, backbone)
+        """Rebuild from save(): backbone = (model, tokenizer) or None to load config.backbone. A
+        checkpoint of another configuration or backbone is refused, naming the path and field."""
+        path = os.path.join(directory, CONFIG)
+        with open(path) as f:
+            meta = json.load(f)
+        unknown = set(meta["config"]) - {f.name for f in fields(CLaRaConfig)}
+        if unknown:
+            raise ValueError(f"{path}: unknown config fields {sorted(unknown)}")
+        config = CLaRaConfig(**meta["config"])
+        if backbone is None and config.backbone is None:
+            raise ValueError(f"{path}: the checkpoint does not name its backbone; pass backbone=(model, tokenizer)")
+        model, tokenizer = backbone if backbone is not None else load_backbone(config.backbone)
+        if backbone_fingerprint(model) != meta["backbone"]:
+            raise ValueError(f"{path}: checkpoint was trained on backbone {meta['backbone']}, "
+                             f"but the given backbone is {backbone_fingerprint(model)}")
+        clara = cls(model, tokenizer, config)
+        clara.load_trainable(load_tensors(directory), directory)
+        return clara
 
+    @torch.no_grad()
     def load_trainable(self, tensors: dict[str, torch.Tensor], where: str = "checkpoint"):
         """Copy saved adapters and memory tokens in, refusing any missing, extra or misshapen one."""
-        checkpoint.load_trainable(self, tensors, where)
+        own = self.trainable_state_dict()
+        if set(tensors) != set(own):
+            raise ValueError(f"{where}: tensors do not match this configuration: missing "
+                             f"{sorted(set(own) - set(tensors))[:3]}, unexpected "
+                             f"{sorted(set(tensors) - set(own))[:3]}")
+        for name, value in tensors.items():
+            if value.shape != own[name].shape:
+                raise ValueError(f"{where}: {name} has shape {tuple(value.shape)}, "
+                                 f"this configuration needs {tuple(own[name].shape)}")
+            own[name].copy_(value)
+
+
+def backbone_fingerprint(backbone) -> dict:
+    """What must match for adapters to fit a backbone (saved in config.json, checked by CLaRa.load)."""
+    keys = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")
+    return {k: getattr(backbone.config, k) for k in keys}
+
+
+def load_tensors(directory: str) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint directory (CLaRa.save), by name, for CLaRa.load_trainable."""
+    from safetensors.torch import load_file  # tensors only: no pickle
+    return load_file(os.path.join(directory, TENSORS))
+
+
+class VectorCache:
+    """Stage 3 freezes theta_c, so each distinct passage is compressed once (docs/design.md section
+    4): a step then costs one query encoding and one generator pass, whatever N is. Built from rows
+    (their first n docs) under the autocast the model runs under; looked up by text: B lists of n
+    passages -> (B, n, l, D). The vectors stay on the CPU, each batch's rows move to the model's
+    device (10^5 questions x 20 candidates would not fit a GPU). map_batches(fn, batches) -> [fn(b)
+    for b in batches] by default; train.py's compresses each torchrun process's share and gathers."""
+
+    def __init__(self, model, rows, n=None, batch_size=16, map_batches=None):
+        passages = sorted({d for r in rows for d in r["docs"][:n]})
+        self.index = {p: i for i, p in enumerate(passages)}
+        self.device = model.device
+
+        def compress(chunk):  # b passages -> (b, l, D) on the CPU
+            try:
+                return model.compress(chunk).float().cpu()
+            except RuntimeError as err:  # e.g. out of memory: say which rows' passages
+                where = [r["where"] for r in rows if set(chunk) & set(r["docs"])]
+                raise RuntimeError(f"compressing candidates of {', '.join(where[:5])}"
+                                   f"{' ...' if len(where) > 5 else ''}: {err}") from err
+
+        batches = [passages[i:i + batch_size] for i in range(0, len(passages), batch_size)]
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            chunks = map_batches(compress, batches) if map_batches else [compress(b) for b in batches]
+        model.train(was_training)
+        self.vectors = torch.cat(chunks)  # (U, l, D) for U distinct passages
+
+    def __call__(self, doc_lists):
+        idx = torch.tensor([[self.index[d] for d in docs] for docs in doc_lists])  # (B, n)
+        return self.vectors[idx].to(self.device)  # (B, n, l, D)

@@ -11,7 +11,7 @@ the same generator adapter (theta_g), the same prompt and the same greedy decodi
     text-rag     the k passages as text (truncated to L tokens): the generator reading the words.
     compressed   the same k passages as l memory vectors each (paper Sec. 2): what compression keeps.
     shuffled     control of compressed: each question reads the vectors of another question's k
-                 passages. The gap compressed - shuffled is what the vectors carry (DESIGN.md
+                 passages. The gap compressed - shuffled is what the vectors carry (docs/design.md
                  section 8); no gap means the answers come from style and priors, not the passages.
     end-to-end   the query reasoner scores all N candidates, its top k go to the generator (Sec. 3);
                  with its own shuffled control (another question's picked vectors).
@@ -37,16 +37,12 @@ import torch
 import corpus
 import data
 import metrics
-import clara
 from backbones import past
-from clara import CLaRa, shuffle_donors
-from checkpoint import load_tensors
-from train import VectorCache, pick_device
+from clara import QUERY_FIELDS, CLaRa, VectorCache, load_tensors
+from runtime import pick_device, sync
 
 SETTINGS = ("closed-book", "text-rag", "compressed", "end-to-end", "rerank", "efficiency")
 RECALL_AT = (1, 3, 5)
-# fields that change what the compressor and query reasoner compute: "before" must match "after"
-ENCODING_FIELDS = (*clara.COMPRESSOR_FIELDS, "query_max_len")
 
 
 def parse_args(argv=None):
@@ -70,21 +66,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def choose_device(name):
-    if name == "auto":
-        return pick_device()  # the same choice and printed reason as train.py
-    print(f"device: {name}, float32: asked for with --device")
-    return torch.device(name), torch.autocast("cpu", enabled=False)
-
-
-def sync(device):
-    """Wait for queued GPU work, so that a clock read measures it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
 # --- data ----------------------------------------------------------------------------------------
 
 def default_data(run_dir):
@@ -103,10 +84,10 @@ def default_data(run_dir):
 
 def donors(rows, passages):
     """For question i, the next question j (cyclically) whose passages exclude i's own (its
-    positives; all its passages when it has no pos_index): clara.shuffle_donors, the rule of the
+    positives; all its passages when it has no pos_index): metrics.shuffle_donors, the rule of the
     training controls too, so the shuffled control never reads i's own facts."""
     own = [{r["docs"][p] for p in r["pos_index"]} or set(shown) for r, shown in zip(rows, passages)]
-    return shuffle_donors(own, passages, [r["where"] for r in rows])
+    return metrics.shuffle_donors(own, passages, [r["where"] for r in rows])
 
 
 def batched(rows, size, fn):
@@ -135,17 +116,7 @@ def answer_metrics(preds, rows, first_only):
 
 def ranking_metrics(scores, rows):
     """MRR and Recall@1/3/5 of the rankings given by (per question) N scores, over rows with positives."""
-    rr, recall = [], {k: [] for k in RECALL_AT}
-    for s, row in zip(scores, rows):
-        if row["pos_index"]:
-            ranking = metrics.rank_from_scores(s)
-            rr.append(metrics.reciprocal_rank(ranking, row["pos_index"]))
-            for k in RECALL_AT:
-                recall[k].append(metrics.recall_at_k(ranking, row["pos_index"], k))
-    if not rr:
-        return {"skipped": "no row has pos_index"}
-    return {"mrr": metrics.summarize(rr), **{f"recall@{k}": metrics.summarize(v) for k, v in recall.items()},
-            "questions": len(rr), "per_question_rr": rr}
+    return metrics.ranking_metrics(scores, [r["pos_index"] for r in rows], recall_at=RECALL_AT)
 
 
 def query_scores(model, rows, cache, size):
@@ -167,7 +138,7 @@ def qr_start(ckpt) -> str:
         return json.load(f).get("qr_init", "compressor")
 
 
-def before_scores(model, rows, cache, args, autocast=None):
+def before_scores(model, rows, cache, args):
     """Scores of the query reasoner where stage 3 starts: the instruct checkpoint with theta_qr <-
     theta_c, or as saved (zero-init) when the run used --qr-init scratch. Returns (scores or None,
     checkpoint or a note)."""
@@ -176,7 +147,7 @@ def before_scores(model, rows, cache, args, autocast=None):
         return None, f"no checkpoint at {before}"
     with open(os.path.join(before, "config.json")) as f:
         saved = json.load(f)["config"]
-    diff = [f"{n} {saved.get(n)!r} vs {getattr(model.config, n)!r}" for n in ENCODING_FIELDS
+    diff = [f"{n} {saved.get(n)!r} vs {getattr(model.config, n)!r}" for n in QUERY_FIELDS
             if saved.get(n) != getattr(model.config, n)]
     if diff:
         raise SystemExit(f"{before}: configuration differs from {args.ckpt}: {', '.join(diff)}")
@@ -188,7 +159,7 @@ def before_scores(model, rows, cache, args, autocast=None):
     try:
         now = model.trainable_state_dict()
         same = all(torch.equal(now[n], after[n]) for n in now if "compressor" in n or n == "memory_tokens")
-        own_cache = cache if same else VectorCache(model, rows, batch_size=args.batch_size, autocast=autocast)  # stage 3 froze theta_c
+        own_cache = cache if same else VectorCache(model, rows, batch_size=args.batch_size)  # stage 3 froze theta_c
         where = before if start == "compressor" else f"{before} (theta_qr zero-init: the run used --qr-init scratch)"
         return query_scores(model, rows, own_cache, args.batch_size), where
     finally:
@@ -219,8 +190,8 @@ def prefill_and_decode(model, prompt, new_tokens, device):
 def efficiency(model, rows, passages, cache, args, device):
     """Prompt positions (all questions); prefill time and time per generated token at batch size 1
     (medians), compressed (vectors cached) vs text RAG; the ratios of like-for-like figures."""
-    prompts = {"compressed": lambda i: model._prompt_embeds(rows[i]["question"], list(cache([passages[i]])[0])),
-               "text-rag": lambda i: model._prompt_embeds(rows[i]["question"], passages[i])}
+    prompts = {"compressed": lambda i: model.prompt_embeds(rows[i]["question"], list(cache([passages[i]])[0])),
+               "text-rag": lambda i: model.prompt_embeds(rows[i]["question"], passages[i])}
     positions = {name: [len(fn(i)) for i in range(len(rows))] for name, fn in prompts.items()}
     n, T = min(args.latency_questions, len(rows)), args.max_new_tokens
     times = {name: [] for name in prompts}
@@ -243,12 +214,12 @@ def efficiency(model, rows, passages, cache, args, device):
 
 # --- the run -------------------------------------------------------------------------------------
 
-def compress_candidates(model, rows, args, device, autocast=None):
+def compress_candidates(model, rows, args, device):
     """Cache every distinct candidate's vectors, timed: the corpus compression throughput."""
     model.compress([rows[0]["docs"][0]])  # warm-up before the clock
     sync(device)
     t0 = time.perf_counter()
-    cache = VectorCache(model, rows, batch_size=args.batch_size, autocast=autocast)
+    cache = VectorCache(model, rows, batch_size=args.batch_size)
     sync(device)
     seconds = time.perf_counter() - t0
     return cache, {"passages": len(cache.index), "seconds": seconds, "batch_size": args.batch_size,
@@ -317,7 +288,7 @@ def evaluate(args):
     fields = sorted({r["gold_field"] for r in rows})
     rule = (f"{'the first gold alias only (official rule)' if args.first_alias_only else 'max over all gold aliases'}"
             f" of field {' / '.join(fields)}")
-    device, autocast = choose_device(args.device)
+    device, autocast = pick_device(device=args.device)  # the same policy and printed reason as train.py
     sizes = sorted({len(r["docs"]) for r in rows})
     print(f"checkpoint: {args.ckpt}\ndata: {source}: {len(rows)} questions, k = {k}, N = "
           f"{'-'.join(map(str, sorted({sizes[0], sizes[-1]})))} candidates\nanswers scored against: {rule}")
@@ -331,10 +302,10 @@ def evaluate(args):
     want, cache, picks = set(args.settings), None, {}
     with torch.no_grad(), autocast:
         if want - {"closed-book", "text-rag"}:
-            cache, res["compression"] = compress_candidates(model, rows, args, device, autocast)
+            cache, res["compression"] = compress_candidates(model, rows, args, device)
         if want & {"end-to-end", "rerank"}:
             after = query_scores(model, rows, cache, args.batch_size)
-            before, where = before_scores(model, rows, cache, args, autocast)
+            before, where = before_scores(model, rows, cache, args)
             if "end-to-end" in want:  # the top k of the scores = the hard top-k's forward
                 picks["end-to-end"] = [metrics.rank_from_scores(s)[:k] for s in after]
                 if before:

@@ -265,7 +265,7 @@ def test_greedy_generation_matches_step_by_step_argmax():
     M = model.compress(DOCS[:2]).detach().unsqueeze(1)  # (2, 1, l, D)
     batched = model.generate(questions, M, max_new_tokens=6)
     for b, q in enumerate(questions):
-        x = model._prompt_embeds(q, [M[b, 0]]).unsqueeze(0)
+        x = model.prompt_embeds(q, [M[b, 0]]).unsqueeze(0)
         out = []
         with torch.no_grad(), model.adapter("generator"):
             for _ in range(6):
@@ -363,44 +363,45 @@ def test_information_crosses_the_compressor_when_overfitting_four_passages():
     model.eval()
     with torch.no_grad():
         own = model.pretrain_loss(docs, docs, ["paraphrase"] * 4)["ce"].item()
-        shuffled = model.pretrain_loss(docs, docs, ["paraphrase"] * 4, shuffle=True)["ce"].item()
+        shuffled = model.pretrain_loss(docs, docs, ["paraphrase"] * 4, donors=[1, 2, 3, 0])["ce"].item()
     assert shuffled - own > 1.0, f"no own-vs-shuffled gap: own {own:.3f}, shuffled {shuffled:.3f}"
 
 
-def test_shuffle_control_gives_each_row_another_rows_vectors():
+def test_donors_give_each_row_another_rows_vectors():
+    """The shuffled control inside the losses: row b reads the vectors of row donors[b] (the donor
+    rule itself is metrics.shuffle_donors, tested in test_metrics.py and through train.stage_loss)."""
     model = tiny_clara()
     randomize_adapters(model, scale=0.2)
     model.eval()
     args = (DOCS[:2], ["Varel Oskin, luthier", "Mira Holt, painter"], ["paraphrase"] * 2)
-    own, shuffled = model.pretrain_loss(*args), model.pretrain_loss(*args, shuffle=True)
+    own, shuffled = model.pretrain_loss(*args), model.pretrain_loss(*args, donors=[1, 0])
     M = model.compress(DOCS[:2]).detach()
     instr = [model.config.paraphrase_instruction] * 2
-    ref = model.generator_loss(instr, M.flip(0).unsqueeze(1), args[1])  # B = 2: roll == flip
+    ref = model.generator_loss(instr, M.flip(0).unsqueeze(1), args[1])  # B = 2: donors [1, 0] == flip
     torch.testing.assert_close(shuffled["ce"], ref)
     assert own["ce"] != shuffled["ce"]
+    # instruct rows: row b reads all k passages' vectors of row donors[b]
+    docs = [[DOCS[0], DOCS[2]], [DOCS[1], DOCS[0]], [DOCS[2], DOCS[1]]]
+    qs, answers = ["Who plays?", "Who paints?", "Where?"], ["Varel", "Mira", "Tessary"]
+    got = model.instruct_loss(qs, docs, answers, donors=[2, 0, 1])["ce"]
+    M = model.compress([d for row in docs for d in row]).detach().view(3, 2, *M.shape[1:])  # (B, k, l, D)
+    torch.testing.assert_close(got, model.generator_loss(qs, M[[2, 0, 1]], answers))
 
 
-def test_shuffle_control_never_reads_a_rows_own_passage():
-    # rows 0 and 1 are about the same passage (as SCP rows and instruct rows often are): a roll by
-    # one gives row 1 row 0's vectors, i.e. its own passage; the donor rule must not
+def test_vector_cache_names_the_rows_whose_passages_failed_to_compress():
     model = tiny_clara()
-    randomize_adapters(model, scale=0.2)
-    model.eval()
-    docs = [DOCS[0], DOCS[0], DOCS[1]]
-    targets = ["Varel Oskin, luthier", "born in Tessary", "Mira Holt, painter"]
-    assert clara.shuffle_donors([[d] for d in docs], [[d] for d in docs]) == [2, 2, 0]
-    shuffled = model.pretrain_loss(docs, targets, ["paraphrase"] * 3, shuffle=True)["ce"]
-    M = model.compress(docs).detach()  # (3, l, D)
-    instr = [model.config.paraphrase_instruction] * 3
-    ref = model.generator_loss(instr, M[[2, 2, 0]].unsqueeze(1), targets)
-    torch.testing.assert_close(shuffled, ref)
-    rolled = model.generator_loss(instr, M.roll(1, dims=0).unsqueeze(1), targets)
-    assert shuffled.item() != rolled.item(), "the control still rolls the batch by one"
-    # instruct rows: a donor must share none of the row's k passages
-    rows = [[DOCS[0], DOCS[2]], [DOCS[2], DOCS[1]], [DOCS[1], DOCS[0]], ["Unrelated text.", "More of it."]]
-    assert clara.shuffle_donors(rows, rows) == [3, 3, 3, 0]
-    with pytest.raises(ValueError, match="row 0: every other row holds"):
-        clara.shuffle_donors(rows[:3], rows[:3])
+    rows = [{"docs": [DOCS[0], DOCS[1]], "where": "f.jsonl:3"}, {"docs": [DOCS[2]], "where": "f.jsonl:4"}]
+
+    def out_of_memory(docs, with_mse=False):
+        if DOCS[2] in docs:
+            raise RuntimeError("out of memory")
+        return torch.zeros(len(docs), model.config.n_memory, model.memory_tokens.shape[1])
+    model.compress = out_of_memory
+    with pytest.raises(RuntimeError, match=r"compressing candidates of f\.jsonl:4: out of memory"):
+        clara.VectorCache(model, rows, batch_size=1)
+    cache = clara.VectorCache(model, rows[:1], batch_size=1)
+    assert cache([[DOCS[1], DOCS[0]]]).shape == (1, 2, model.config.n_memory, model.memory_tokens.shape[1])
+    assert cache.vectors.device.type == "cpu"
 
 
 def test_compressor_stops_at_memory_layer_and_matches_the_full_forward():

@@ -14,7 +14,7 @@ import torch
 import corpus
 import data
 import eval as clara_eval
-from clara import CLaRa, CLaRaConfig, load_backbone
+from clara import CLaRa, CLaRaConfig, VectorCache, load_backbone
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -147,7 +147,7 @@ def test_before_stage_3_starts_theta_qr_as_the_run_did(tmp_path, qr_init):
     model.save(tmp_path / "instruct")
     model.eval()  # as eval.py runs it: no LoRA dropout
     rows = corpus.e2e_rows(corpus.build_world(seed=0, n_train=8, n_heldout=8), "heldout", n_candidates=5)[:4]
-    cache = clara_eval.VectorCache(model, rows, batch_size=4)
+    cache = VectorCache(model, rows, batch_size=4)
     expected = {"scratch": clara_eval.query_scores(model, rows, cache, 4)}
     model.init_query_reasoner()
     expected["compressor"] = clara_eval.query_scores(model, rows, cache, 4)

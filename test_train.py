@@ -8,8 +8,9 @@ import torch
 from safetensors.torch import load_file
 
 import corpus
+import runtime
 import train
-from clara import CLaRa, load_backbone
+from clara import CLaRa, LoRALinear, VectorCache, load_backbone
 
 SMALL = ["--backbone", "tiny", "--batch-size", "2", "2", "2", "--limit", "12", "--eval-rows", "4",
          "--doc-max-len", "48", "--n-candidates", "6", "--top-k", "2", "--instruct-k", "2",
@@ -245,7 +246,7 @@ def test_no_relevance_label_reaches_the_stage_3_loss_or_its_gradients():
     world = corpus.build_world(seed=0, n_train=8, n_heldout=4)
     rows = [dict(r, where=f"row {i}") for i, r in enumerate(corpus.e2e_rows(world, n_candidates=6)[:4])]
     permuted = [dict(r, pos_index=[(r["pos_index"][0] + 1 + i) % 6]) for i, r in enumerate(rows)]
-    cache = train.VectorCache(model, rows, 6)
+    cache = VectorCache(model, rows, 6)
     loss, grads = stage_3_loss_and_grads(model, rows, args, cache)
     loss_p, grads_p = stage_3_loss_and_grads(model, permuted, args, cache)
     assert torch.equal(loss, loss_p), "pos_index changed the stage-3 loss"
@@ -263,7 +264,7 @@ def test_supervised_rank_loss_is_low_when_the_positive_scores_highest():
     model = CLaRa(*load_backbone("tiny"), train.clara_config(args))
     docs = ["Varel Oskin was a luthier in Tessary.", "Mira Holt kept a cat.", "The guild met in spring."]
     rows = [{"question": docs[0], "docs": docs, "pos_index": [0], "where": "r1"}]  # the question is doc 0
-    cands = model._compress_nested([docs]).detach()  # (1, N, l, D); theta_qr = theta_c (both zero)
+    cands = model.compress(docs).detach().unsqueeze(0)  # (1, N, l, D); theta_qr = theta_c (both zero)
     right = train.supervised_rank_loss(model, [docs[0]], cands, rows)
     wrong = train.supervised_rank_loss(model, [docs[0]], cands, [dict(rows[0], pos_index=[2])])
     assert right.item() < 0.1 < wrong.item(), (right.item(), wrong.item())
@@ -279,7 +280,7 @@ def test_stage_2_keeps_the_positive_and_grows_k():
     seen = []
 
     class Spy:  # records the passages stage_loss hands to the instruct loss
-        def instruct_loss(self, questions, docs, answers, shuffle=False):
+        def instruct_loss(self, questions, docs, answers, donors=None):
             seen.append(docs)
     for k in (1, 3):
         train.stage_loss(Spy(), "instruct", rows, args, k=k)
@@ -289,9 +290,9 @@ def test_stage_2_keeps_the_positive_and_grows_k():
 
 def test_flop_counter_counts_real_positions_and_backward():
     model = CLaRa(*load_backbone("tiny"), train.clara_config(train.parse_args(SMALL)))
-    counter = train.FlopCounter(model)
+    counter = runtime.FlopCounter(model)
     W = sum(m.base.weight.numel() for m in model.backbone.base_model.layers.modules()
-            if isinstance(m, train.LoRALinear))
+            if isinstance(m, LoRALinear))
     ids = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])
     mask = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])  # 7 real positions, 1 padding
     with torch.no_grad():
@@ -299,3 +300,25 @@ def test_flop_counter_counts_real_positions_and_backward():
     assert counter.take() == (7, 2 * W * 7), "forward only: 2 FLOPs per weight per real position"
     model.backbone.base_model(input_ids=ids, attention_mask=mask)
     assert counter.take() == (7, 4 * W * 7), "a pass that needs gradients counts the backward too"
+
+
+def test_the_shuffled_control_of_the_diagnostics_never_reads_a_rows_own_passage():
+    """Rows 0 and 1 are about the same passage (as SCP rows often are): a roll by one would give
+    row 1 row 0's vectors, i.e. its own passage; the logged control must take the next other one."""
+    args = train.parse_args(SMALL)
+    model = CLaRa(*load_backbone("tiny"), train.clara_config(args)).eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # non-zero adapters, so the vectors differ between passages
+        for layer in model.lora_layers:
+            for B in layer.lora_B.values():
+                B.normal_(0, 0.2, generator=g)
+    docs = ["Varel Oskin was a luthier.", "Varel Oskin was a luthier.", "Mira Holt kept a cat."]
+    targets = ["Varel Oskin, luthier", "born in Tessary", "Mira Holt, painter"]
+    rows = [{"doc": d, "kind": "paraphrase", "questions": [], "answers": [t]} for d, t in zip(docs, targets)]
+    with torch.no_grad():
+        shuffled = train.stage_loss(model, "pretrain", rows, args, shuffle=True)["ce"]
+        M = model.compress(docs)  # (3, l, D)
+        instr = [model.config.paraphrase_instruction] * 3
+        torch.testing.assert_close(shuffled, model.generator_loss(instr, M[[2, 2, 0]].unsqueeze(1), targets))
+        rolled = model.generator_loss(instr, M.roll(1, dims=0).unsqueeze(1), targets)
+    assert shuffled.item() != rolled.item(), "the control still rolls the batch by one"

@@ -10,14 +10,13 @@ Layout of --out: args.json (the resolved run), data/ (the embedded corpus, when 
 <stage>/ (checkpoint: config.json + adapters.safetensors, trainer_state.pt, DONE when finished),
 metrics.jsonl (one line per logging step).
 
-The honest diagnostics (DESIGN.md section 8): in stages 1-2 every log line carries the eval loss
+The honest diagnostics (docs/design.md section 8): in stages 1-2 every log line carries the eval loss
 with each passage's own vectors and with another passage's vectors ("gap" = shuffled - own);
 no gap means no information crosses the compressor. In stage 3, hit@k and MRR of the reranker
 (from pos_index, which is never used in the loss).
 """
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -32,14 +31,16 @@ from tqdm import tqdm
 import corpus
 import data
 import metrics
-from checkpoint import load_tensors
-from clara import ADAPTERS, CLaRa, CLaRaConfig, LoRALinear, load_backbone
+from clara import ADAPTERS, CLaRa, CLaRaConfig, VectorCache, load_backbone, load_tensors
+from runtime import (FlopCounter, all_reduce_grads, atomic_write, backbone_dtype, barrier, check_batch_split,
+                     gather_chunks, is_main, measure_peak_flops, micro_batches, pick_device, setup_distributed,
+                     shard, teardown_distributed, world_size)
 
 STAGES = ("pretrain", "instruct", "e2e")
 DATA_FILES = {"pretrain": ("pretrain.jsonl", "pretrain_heldout.jsonl"),
               "instruct": ("instruct.jsonl", "instruct_heldout.jsonl"),
               "e2e": ("e2e_train.jsonl", "e2e_heldout.jsonl")}
-TRAINS = {"pretrain": ("compressor", "generator", "memory"),  # DESIGN.md section 4
+TRAINS = {"pretrain": ("compressor", "generator", "memory"),  # paper Sec. 2-3; docs/design.md section 4
           "instruct": ("compressor", "generator"),
           "e2e": ("query_reasoner", "generator")}
 
@@ -139,39 +140,6 @@ def clara_config(args) -> CLaRaConfig:
                        memory_norm=args.memory_norm)
 
 
-def cpu_has_bf16() -> bool:
-    """Native bf16 arithmetic on this CPU (x86 flags avx512_bf16 or amx_bf16; Linux only)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def pick_device(dtype: str = "auto"):
-    """Decide device and dtype once, here, and say why. -> (device, autocast context)."""
-    if torch.cuda.is_available():
-        device, name = torch.device("cuda"), f"cuda ({torch.cuda.get_device_name()})"
-        bf16, why = dtype != "float32", "a GPU is available" if dtype == "auto" else f"--dtype {dtype}"
-    elif torch.backends.mps.is_available():
-        device, name, bf16, why = torch.device("mps"), "mps", False, "Apple GPU: float32 kept, as tested"
-    else:
-        device, name = torch.device("cpu"), f"cpu ({torch.get_num_threads()} threads)"
-        native = cpu_has_bf16()
-        bf16 = dtype == "bfloat16" or (dtype == "auto" and native)
-        why = (f"--dtype {dtype}" if dtype != "auto" else "this CPU has native bf16 (avx512_bf16); "
-               "--dtype float32 to opt out" if native else "no native bf16 on this CPU")
-    print(f"device: {name}, {'bf16 autocast' if bf16 else 'float32'}: {why}")
-    return device, torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
-
-
-def backbone_dtype(device) -> torch.dtype:
-    """The frozen backbone's weights: bf16 on CUDA (autocast would re-cast fp32 weights at every
-    op), float32 elsewhere; adapters and memory tokens are float32 always (clara.LoRALinear)."""
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
-
-
 # --- data ----------------------------------------------------------------------------------------
 
 def resolve_sources(args) -> dict:
@@ -261,7 +229,7 @@ def curriculum_rows(rows, progress):
     """Easy-to-hard warm-up of stage 1 (a deviation from the paper, off with --curriculum 0): each
     passage is cut to its first sentences, the more the further `progress` (0..1] goes, and the
     target is that text itself (a paraphrase row). Short inputs in l vectors are easy to compress,
-    so the generator learns to read the vectors before the real SCP targets (DESIGN.md section 8)."""
+    so the generator learns to read the vectors before the real SCP targets (docs/design.md section 8)."""
     out = []
     for r in rows:
         sentences = re.split(r"(?<=[.!?])\s+", r["doc"].strip())
@@ -276,153 +244,11 @@ def pretrain_batch(rows):
     return [r["doc"] for r in rows], targets, [r["kind"] for r in rows]
 
 
-class VectorCache:
-    """Stage 3 and eval: the compressor is frozen, so each distinct passage is compressed once
-    (DESIGN.md section 4); a step then costs one query encoding and one generator pass, whatever
-    N is. Built from rows (their first n docs), looked up by text: B lists of n passages -> (B, n, l, D).
-    Built under the same autocast as training and evaluation; the vectors stay on the CPU and only
-    each batch's rows move to the model's device (10^5 questions x 20 candidates would not fit a GPU)."""
-
-    def __init__(self, model, rows, n=None, batch_size=16, autocast=None):
-        passages = sorted({d for r in rows for d in r["docs"][:n]})
-        self.index = {p: i for i, p in enumerate(passages)}
-        was_training = model.training
-        model.eval()
-        chunks = []
-        with torch.no_grad(), autocast if autocast is not None else contextlib.nullcontext():
-            for i in tqdm(shard(range(0, len(passages), batch_size)), desc="compress candidates", leave=False):
-                chunk = passages[i:i + batch_size]
-                try:
-                    chunks.append(model.compress(chunk).float().cpu())  # (b, l, D)
-                except RuntimeError as err:  # e.g. out of memory: say which rows' passages
-                    where = [r["where"] for r in rows if set(chunk) & set(r["docs"])]
-                    raise RuntimeError(f"compressing candidates of {', '.join(where[:5])}"
-                                       f"{' ...' if len(where) > 5 else ''}: {err}") from err
-        model.train(was_training)
-        self.vectors = torch.cat(gather_chunks(chunks, torch.device("cpu")))  # (U, l, D) for U distinct passages
-        self.device = model.device
-
-    def __call__(self, doc_lists):
-        idx = torch.tensor([[self.index[d] for d in docs] for docs in doc_lists])  # (B, n)
-        return self.vectors[idx].to(self.device)  # (B, n, l, D)
-
-
-# --- several processes: torchrun -----------------------------------------------------------------
-# `torchrun --standalone --nproc_per_node=N train.py ...` starts N copies of this script with RANK,
-# LOCAL_RANK and WORLD_SIZE set, as nanoGPT's train.py expects (docs/multi_gpu.md). Without them
-# every helper below does nothing and train.py is the one-process script it always was.
-dist = torch.distributed
-
-
-def distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def setup_distributed():
-    """Join torchrun's process group: nccl on CUDA (one GPU per process, cuda:LOCAL_RANK), gloo on CPU.
-    Only rank 0 speaks: the others' prints and progress bars go nowhere (errors still show)."""
-    if "RANK" not in os.environ:
-        return
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
-    if torch.cuda.is_available():
-        if local_rank >= torch.cuda.device_count():
-            raise SystemExit(f"rank {rank}: LOCAL_RANK {local_rank}, but this machine has "
-                             f"{torch.cuda.device_count()} GPUs: start at most that many (--nproc_per_node)")
-        torch.cuda.set_device(local_rank)  # pick_device's "cuda" is now this process's GPU
-        dist.init_process_group("nccl", device_id=torch.device("cuda", local_rank))
-    else:
-        dist.init_process_group("gloo")
-    if rank > 0:
-        import sys
-        from functools import partialmethod
-        sys.stdout = open(os.devnull, "w")
-        tqdm.__init__ = partialmethod(tqdm.__init__, disable=True)
-    print(f"torchrun: {dist.get_world_size()} processes, backend {dist.get_backend()}; rank 0 logs and writes")
-
-
-def teardown_distributed():
-    if distributed():
-        dist.destroy_process_group()
-
-
-def is_main() -> bool:
-    """Rank 0, or the only process: the one that logs, evaluates and writes files."""
-    return not distributed() or dist.get_rank() == 0
-
-
-def world_size() -> int:
-    return dist.get_world_size() if distributed() else 1
-
-
-def barrier():
-    """Wait for every process (e.g. until rank 0 has written what the others read)."""
-    if distributed():
-        dist.barrier()
-
-
-def shard(items):
-    """This process's contiguous share of a list or range: rank r of P takes items[r*n//P:(r+1)*n//P],
-    so the shares in rank order make up the whole again."""
-    n, r = len(items), dist.get_rank() if distributed() else 0
-    return items[r * n // world_size():(r + 1) * n // world_size()]
-
-
-def check_batch_split(args):
-    """Refuse, before any work, a --batch-size that P processes x --grad-accum A cannot cut into P*A
-    equal micro-batches (unequal ones would weigh the rows of a step unequally)."""
-    n = world_size() * args.grad_accum
-    for stage, bs in zip(STAGES, args.batch_size):
-        if bs % n and args.stage in (stage, "all"):
-            raise SystemExit(f"--batch-size {bs} of stage {stage} does not split into {world_size()} "
-                             f"process(es) x --grad-accum {args.grad_accum} equal micro-batches: "
-                             f"give a multiple of {n}")
-
-
-def micro_batches(batch, accum):
-    """This process's micro-batches of one step's batch. Every process draws the same batch (the
-    same seeded order); rank r of P takes its share and cuts it into A = --grad-accum pieces. So P
-    processes x A cut the batch into the same P*A slices, in the same order, as one process with
-    --grad-accum P*A, and take the same step (test_ddp.py): each slice's loss is a token mean and
-    weighs 1/(P*A) in the gradient (1/A in run_stage, 1/P in all_reduce_grads). Weighing every answer
-    token of the batch alike would need every process's token count first; equal slices are simpler.
-    Exact without random noise in the forward (the defaults); with --lora-dropout or --gumbel every
-    process draws the same noise for its own slice, where one process draws new noise per slice."""
-    n = world_size() * accum
-    if len(batch) % n:  # check_batch_split ran, so only a data set smaller than a batch gets here
-        raise SystemExit(f"{len(batch)} training rows do not split into {world_size()} process(es) x "
-                         f"--grad-accum {accum} equal micro-batches: use more rows (--limit) or fewer pieces")
-    size = len(batch) // n
-    mine = shard(batch)  # (batch / P rows)
-    return [mine[j * size:(j + 1) * size] for j in range(accum)]
-
-
-def all_reduce_grads(params):
-    """Average the trainable parameters' gradients over processes, after backward: what DDP does.
-    Not the DistributedDataParallel wrapper: a CLaRa step is no single module call (stage_loss runs
-    compressor, query reasoner and generator sub-forwards under a context manager that picks the
-    adapter), and only the current stage's adapters get gradients, which DDP would have to be told
-    (find_unused_parameters). The LoRA gradients are a few MB, so one all-reduce after backward costs
-    little. Every process builds the same model from the same seed and checkpoint, so equal averaged
-    gradients keep the adapters equal, as DDP's do."""
-    if not distributed():
-        return
-    grads = [p.grad for p in params if p.grad is not None]  # the same list in every process
-    flat = torch.cat([g.flatten() for g in grads])  # one message, not one per tensor
-    dist.all_reduce(flat)  # sum over processes
-    flat /= world_size()
-    for g, part in zip(grads, flat.split([g.numel() for g in grads])):
-        g.copy_(part.view_as(g))
-
-
-def gather_chunks(chunks, device):
-    """Every process's list of tensors, joined in rank order, in every process: stage 3's vector
-    cache is compressed in shards and every process needs all of it. all_gather_object, because the
-    shards may differ in size; sent through the CPU, so a tensor never arrives on another's GPU."""
-    if not distributed():
-        return chunks
-    parts = [None] * world_size()
-    dist.all_gather_object(parts, [c.cpu() for c in chunks])
-    return [c.to(device) for part in parts for c in part]
+def sharded(fn, batches):
+    """VectorCache's map_batches under torchrun: each process compresses its share of the batches,
+    then every process gets all of them in order (one process: a plain loop with a progress bar)."""
+    mine = [fn(b) for b in tqdm(shard(batches), desc="compress candidates", leave=False)]
+    return gather_chunks(mine, torch.device("cpu"))
 
 
 # --- one stage -----------------------------------------------------------------------------------
@@ -434,12 +260,17 @@ def instruct_k_at(args, step, steps):
 
 
 def stage_loss(model, stage, rows, args, cache=None, shuffle=False, k=None):
+    """A stage's loss on rows; shuffle=True (stages 1-2): the shuffled control, each row reading the
+    vectors of a row about other passages (metrics.shuffle_donors)."""
     if stage == "pretrain":
-        return model.pretrain_loss(*pretrain_batch(rows), shuffle=shuffle)
+        docs, targets, kinds = pretrain_batch(rows)
+        donors = metrics.shuffle_donors([[d] for d in docs], [[d] for d in docs]) if shuffle else None
+        return model.pretrain_loss(docs, targets, kinds, donors=donors)
     if stage == "instruct":
         k = args.instruct_k if k is None else k
         docs = [[r["docs"][i] for i in data.oracle_k(r, k)] for r in rows]
-        return model.instruct_loss([r["question"] for r in rows], docs, [r["answer"] for r in rows], shuffle=shuffle)
+        donors = metrics.shuffle_donors(docs, docs) if shuffle else None
+        return model.instruct_loss([r["question"] for r in rows], docs, [r["answer"] for r in rows], donors=donors)
     questions, candidates = [r["question"] for r in rows], cache([r["docs"][:args.n_candidates] for r in rows])
     out = model.e2e_loss(questions, candidates, [r["answer"] for r in rows])
     if args.rank_loss == "supervised":  # NOT the paper: a labelled reference (InfoNCE over the N)
@@ -461,14 +292,8 @@ def supervised_rank_loss(model, questions, candidates, rows):
 
 def ranking_metrics(scores, rows, k):
     """hit@k (a positive among the top k) and MRR from (B, N) scores; pos_index is used only here."""
-    hits, rrs = [], []
-    for s, r in zip(scores.tolist(), rows):
-        if not r["pos_index"]:
-            continue
-        ranking = metrics.rank_from_scores(s)
-        hits.append(float(any(i in r["pos_index"] for i in ranking[:k])))
-        rrs.append(metrics.reciprocal_rank(ranking, r["pos_index"]))
-    return (sum(hits) / len(hits), sum(rrs) / len(rrs)) if hits else (float("nan"), float("nan"))
+    m = metrics.ranking_metrics(scores.tolist(), [r["pos_index"] for r in rows], hit_at=(k,))
+    return (m[f"hit@{k}"], m["mrr"]) if "mrr" in m else (float("nan"), float("nan"))
 
 
 @torch.no_grad()
@@ -517,7 +342,7 @@ def stage_trains(stage, freeze_generator=False):
 
 def param_groups(model, params, lr, compressor_lr_mult=1.0):
     """Optimiser groups: theta_c and the MEM embeddings at lr x compressor_lr_mult, the rest at lr
-    (a knob for the compressor/generator race of DESIGN.md section 8; 1.0 = one lr, as the paper)."""
+    (a knob for the compressor/generator race of docs/design.md section 8; 1.0 = one lr, as the paper)."""
     fast = {id(p) for layer in model.lora_layers for p in (layer.lora_A["compressor"], layer.lora_B["compressor"])}
     fast.add(id(model.memory_tokens))
     groups = [{"params": [p for p in params if id(p) in fast], "lr": lr * compressor_lr_mult},
@@ -525,52 +350,9 @@ def param_groups(model, params, lr, compressor_lr_mult=1.0):
     return [g for g in groups if g["params"]]
 
 
-class FlopCounter:
-    """Model FLOPs of the backbone passes, for the tokens/s and MFU of the log line (nanoGPT's
-    estimate_mfu, adapted). A pass over P real positions through layers holding W matmul weights
-    costs 2 W P FLOPs forward, and 2 W P more backward when it needs gradients (input gradients
-    only: the backbone is frozen; LoRA's and attention's T^2 terms are left out, a few percent)."""
-
-    def __init__(self, model):
-        self.positions, self.flops, self._weights = 0, 0.0, {}
-        model.backbone.base_model.register_forward_pre_hook(self._count, with_kwargs=True)
-
-    def _count(self, base, args, kwargs):
-        mask, x = kwargs.get("attention_mask"), kwargs.get("inputs_embeds", kwargs.get("input_ids"))
-        P = int(mask.sum()) if mask is not None else x.shape[0] * x.shape[1]
-        n = len(base.layers)  # fewer when the compressor stops at memory_layer
-        if n not in self._weights:
-            self._weights[n] = sum(m.base.weight.numel() for m in base.layers.modules() if isinstance(m, LoRALinear))
-        self.positions += P
-        self.flops += (4 if torch.is_grad_enabled() else 2) * self._weights[n] * P
-
-    def take(self):
-        """-> (positions, FLOPs) since the last call."""
-        out = (self.positions, self.flops)
-        self.positions, self.flops = 0, 0.0
-        return out
-
-
-def measure_peak_flops(device, autocast, n=2048, reps=5) -> float:
-    """The FLOP/s a square matmul reaches on this device in the training dtype (the best of reps):
-    the denominator of MFU, measured because CPU peaks are rarely published (--peak-flops gives a
-    datasheet value instead). On a busy machine it is too low, and MFU too high."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    best = float("inf")
-    with torch.no_grad(), autocast:
-        (a @ b).sum().item()  # warm-up
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            (a @ b).sum().item()  # .item() waits for the device
-            best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best
-
-
 def save_stage(model, directory, state):
     model.save(directory)
-    tmp = os.path.join(directory, "trainer_state.pt.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, os.path.join(directory, "trainer_state.pt"))
+    atomic_write(os.path.join(directory, "trainer_state.pt"), lambda path: torch.save(state, path))
 
 
 def run_stage(model, stage, args, sources, device, autocast, log, counter=None):
@@ -608,7 +390,8 @@ def run_stage(model, stage, args, sources, device, autocast, log, counter=None):
     cache = None
     if stage == "e2e":
         t0 = time.time()
-        cache = VectorCache(model, rows + held, args.n_candidates, autocast=autocast)
+        with autocast:  # the vectors stage 3 reads: compressed as training and evaluation run
+            cache = VectorCache(model, rows + held, args.n_candidates, map_batches=sharded)
         print(f"stage e2e: cached {len(cache.index)} passages' vectors in {time.time() - t0:.1f} s")
     order = random.Random(args.seed + i)
     for _ in range(start):  # replay the batches already seen, so a resumed run
@@ -710,7 +493,8 @@ def check_resume_config(args, path, may_change=()):
 def main(argv=None):
     args = parse_args(argv)
     setup_distributed()
-    check_batch_split(args)
+    check_batch_split({stage: bs for stage, bs in zip(STAGES, args.batch_size) if args.stage in (stage, "all")},
+                      args.grad_accum)
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     print(f"seed {args.seed}")

@@ -1,4 +1,4 @@
-"""The probes behind the notes on the own-vs-shuffled gap (DESIGN.md section 8), kept so their
+"""The probes behind the notes on the own-vs-shuffled gap (docs/design.md section 8), kept so their
 figures can be re-run. Each prints held-out or training losses with own and shuffled vectors.
 
     python experiments/gap_probes.py massive-dims           # the memory vectors under each memory_norm
@@ -26,6 +26,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import clara  # noqa: E402
 import corpus  # noqa: E402
+import metrics  # noqa: E402
 import train  # noqa: E402
 
 
@@ -34,7 +35,8 @@ def gap(model, docs, targets):
     model.eval()
     with torch.no_grad():
         own = model.pretrain_loss(docs, targets, ["paraphrase"] * len(docs))["ce"].item()
-        shuffled = model.pretrain_loss(docs, targets, ["paraphrase"] * len(docs), shuffle=True)["ce"].item()
+        donors = metrics.shuffle_donors([[d] for d in docs], [[d] for d in docs])
+        shuffled = model.pretrain_loss(docs, targets, ["paraphrase"] * len(docs), donors=donors)["ce"].item()
     model.train()
     return own, shuffled
 
@@ -124,13 +126,14 @@ def _instruct_probe(args, train_rows, held_rows):
             with torch.no_grad():
                 batches = [cols(held_rows[i:i + 8]) for i in range(0, len(held_rows), 8)]
                 own = sum(model.instruct_loss(*b)["ce"].item() for b in batches) / len(batches)
-                sh = sum(model.instruct_loss(*b, shuffle=True)["ce"].item() for b in batches) / len(batches)
+                sh = sum(model.instruct_loss(*b, donors=metrics.shuffle_donors(b[1], b[1]))["ce"].item()
+                         for b in batches) / len(batches)
             model.train()
             print(f"step {step + 1:3d}: held-out own {own:.3f} shuffled {sh:.3f} gap {sh - own:+.3f}", flush=True)
 
 
 def codeword(args):
-    """DESIGN.md section 8's toy inside real corpus passages: "The code word is X" (X one of 20)
+    """docs/design.md section 8's toy inside real corpus passages: "The code word is X" (X one of 20)
     inserted at a random sentence boundary or at the end, or as the whole passage ("bare");
     question "What is the code word?"."""
     def make(rows, rng):

@@ -1,5 +1,5 @@
 """How steady is the MFU denominator, and what does bf16 buy on this CPU? Calls
-train.measure_peak_flops (the best n x n matmul in the training dtype) several times in one
+runtime.measure_peak_flops (the best n x n matmul in the training dtype) several times in one
 process, with 5 repetitions and with 25, and prints GFLOP/s. On a shared CPU the rate can switch
 between levels for seconds at a time, and then MFU is comparable across runs only with a fixed
 --peak-flops. With --dtype, compare float32 and bf16 autocast: on a CPU without native bf16 (no
@@ -17,7 +17,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from train import measure_peak_flops, pick_device  # noqa: E402
+from runtime import measure_peak_flops, pick_device  # noqa: E402
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",

@@ -15,6 +15,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import runtime  # noqa: E402
 import train  # noqa: E402
 from clara import CLaRa, load_backbone  # noqa: E402
 
@@ -23,9 +24,9 @@ p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto
 p.add_argument("--out", default="runs/profile", help="where the default corpus is written")
 args = p.parse_args()
 targs = train.parse_args(["--out", args.out, "--dtype", args.dtype])
-device, autocast = train.pick_device(args.dtype)
+device, autocast = runtime.pick_device(args.dtype)
 torch.manual_seed(0)
-backbone, tokenizer = load_backbone(targs.backbone, train.backbone_dtype(device))
+backbone, tokenizer = load_backbone(targs.backbone, runtime.backbone_dtype(device))
 model = CLaRa(backbone.to(device), tokenizer, train.clara_config(targs)).train()
 rows = train.load_stage_rows(targs, "pretrain", train.resolve_sources(targs))[0]
 random.Random(0).shuffle(rows)

@@ -32,8 +32,8 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import data  # noqa: E402
 import metrics  # noqa: E402
-from clara import CLaRa  # noqa: E402
-from train import VectorCache, pick_device  # noqa: E402
+from clara import CLaRa, VectorCache  # noqa: E402
+from runtime import pick_device  # noqa: E402
 
 
 def heldout_mrr(model, rows, cache, bs=25):
@@ -180,7 +180,8 @@ def main():
     rows = data.load_rows(os.path.join(args.data, "e2e_train.jsonl"), "e2e")
     held = data.load_rows(os.path.join(args.data, "e2e_heldout.jsonl"), "e2e")[:args.heldout]
     random.Random(1).shuffle(rows)
-    cache = VectorCache(model, rows + held, 20, autocast=autocast)
+    with autocast:
+        cache = VectorCache(model, rows + held, 20)
     if args.what == "signal":
         print(f"held-out MRR {heldout_mrr(model, held, cache)[0]:.1f}")
         signal(model, rows, cache, args, autocast)

@@ -1,9 +1,13 @@
-"""README.md's snippets are code: every ```python block runs, and CI's test command is in it."""
+"""README.md's snippets are code: every ```python block runs, and CI's test command is in it; the
+file map and the experiment scripts the results name match the tree; experiments/seeds.py's table."""
 import fnmatch
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).parent
 README = (ROOT / "README.md").read_text()
@@ -30,3 +34,64 @@ def test_readme_file_map_and_the_repository_agree():
         assert list(ROOT.glob(pattern.rstrip("/"))), f"the file map names {pattern}, which does not exist"
     for module in sorted(p.name for p in ROOT.glob("*.py")):
         assert any(fnmatch.fnmatch(module, p) for p in named), f"{module} is missing from the file map"
+
+
+def test_every_experiment_script_the_results_name_exists():
+    """README.md and docs/results.md give a command for each figure; each script they name is here."""
+    named = set()
+    for page in ("README.md", "docs/results.md", "docs/design.md"):
+        named |= set(re.findall(r"experiments/[\w./-]+\.(?:sh|py)", (ROOT / page).read_text()))
+    assert "experiments/budget.sh" in named, "README/docs name no experiment script: the pattern broke"
+    missing = sorted(n for n in named if not (ROOT / n).is_file())
+    assert not missing, f"README.md / docs/results.md / docs/design.md name scripts that do not exist: {missing}"
+
+
+def _seeds():
+    sys.path.insert(0, str(ROOT / "experiments"))
+    try:
+        import seeds
+    finally:
+        sys.path.pop(0)
+    return seeds
+
+
+def _results(compressed, shuffled, diff, lo, hi, mrr_diff, e2e=True):
+    """A results.json as eval.py writes it, with the keys experiments/seeds.py reads (fractions)."""
+    settings = {"text-rag": {"em": 0.2}, "compressed": {"em": compressed}, "compressed-shuffled": {"em": shuffled}}
+    if e2e:
+        settings["end-to-end"] = {"em": 0.07}
+    interval = lambda d, a, b: {"diff": d, "lo": a, "hi": b}
+    return {"settings": settings,
+            "reranking": {"before": {"mrr": 0.47}, "after": {"mrr": 0.47 + mrr_diff}},
+            "intervals": {"compressed - shuffled": {"em": interval(diff, lo, hi)},
+                          "MRR: after - before stage 3": {"mrr": interval(mrr_diff, mrr_diff - 0.04, mrr_diff + 0.04)}}}
+
+
+def test_seeds_table_means_spread_and_verdicts():
+    """Two seeds: per-seed values beside their intervals, the mean and min..max, and a claim that
+    holds only when every seed keeps its sign; absent settings print '-', not a crash."""
+    seeds = _seeds()
+    runs = {0: _results(0.11, 0.05, 0.06, 0.025, 0.10, -0.038),
+            1: _results(0.13, 0.10, 0.015, -0.015, 0.05, -0.021, e2e=False)}
+    rows = {line.split(" | ")[0].strip("| *"): line for line in seeds.table(runs).splitlines()}
+    assert "| 11.0 | 13.0 | 12.0 | 11.0..13.0 |" in rows["compressed EM"]
+    assert "| 7.0 | - | 7.0 | 7.0..7.0 |" in rows["end-to-end EM"]
+    claim = rows["compressed - shuffled (EM)"]
+    assert "+6.0 [+2.5, +10.0] | +1.5 [-1.5, +5.0] | +3.8 | +1.5..+6.0 | holds (1 of 2 seeds beyond" in claim
+    assert "reversed" in rows["MRR: after - before stage 3"]
+    assert "not measured" in rows["end-to-end - shuffled (EM)"]
+    assert seeds.verdict([0.5, 0.0]).startswith("does not hold"), "a seed at zero must break the claim"
+    assert seeds.verdict([4.0, -0.5]).startswith("does not hold")
+
+
+def test_seeds_skips_seeds_already_evaluated(tmp_path, monkeypatch, capsys):
+    """seeds.py trains nothing for a seed whose results.json exists, and tabulates it."""
+    seeds = _seeds()
+    for s in (0, 1):
+        (tmp_path / f"x_seed{s}").mkdir()
+        (tmp_path / f"x_seed{s}" / "results.json").write_text(json.dumps(_results(0.1, 0.05, 0.05, 0.01, 0.09, 0.02)))
+    monkeypatch.setattr(seeds.subprocess, "run", lambda *a, **k: pytest.fail(f"ran {a}"))
+    seeds.main(["--seeds", "0", "1", "--runs", str(tmp_path), "--name", "x"])
+    out = capsys.readouterr().out
+    assert "seed 0 not re-run" in out and "seed 1 not re-run" in out
+    assert "| **compressed - shuffled (EM)** | +5.0 [+1.0, +9.0] | +5.0 [+1.0, +9.0] | +5.0 | +5.0..+5.0 | holds" in out

@@ -1,7 +1,8 @@
-"""Print the ablation tables of docs/lab_notebook.md from the runs of experiments/ablations.sh (and
-the default run, the baseline of the reranker rows) and experiments/real_text_ablation.sh (with
-runs/real of real_text.sh, the 16x row). Usage: python experiments/ablation_table.py
-[compression|reranker|real]"""
+"""Print the ablation tables of docs/results.md from the runs that write them:
+  compression, reranker  experiments/ablations.sh (and runs/default, the baseline of the reranker rows)
+  real                   experiments/real_text.sh FILE rows (runs/real is the 16x row)
+  stage3                 experiments/reranking.sh variants (runs/expA and runs/expB_*)
+Usage: python experiments/ablation_table.py [compression|reranker|real|stage3]"""
 import json
 import os
 import sys
@@ -24,6 +25,8 @@ def main(what="all"):
         reranker()
     if what in ("all", "real"):
         real()
+    if what in ("all", "stage3"):
+        stage3()
 
 
 def compression():
@@ -75,6 +78,24 @@ def real():
         print(f"| {name} | `{flags}` | {gap:+.3f} | " + " / ".join(f"{100 * s[n]['f1']:.1f}" for n in (
             "closed-book", "text-rag", "compressed", "compressed-shuffled")) +
             f" | {pct(res['intervals']['compressed - shuffled']['f1'])} | {vs16} |")
+
+
+def stage3():
+    """Stage-3 variants from one instruct checkpoint: MRR before / after, the paired interval of
+    after - before, and end-to-end EM with the after / before picks (eval.py's keys)."""
+    pct = lambda d: f"{100 * d['diff']:+.1f} [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]"
+    em = lambda s, name: f"{100 * s[name]['em']:.1f}" if name in s else "-"
+    print("| stage 3 (60 steps x 8 from one instruct checkpoint) | MRR before | MRR after | after - before | "
+          "end-to-end EM after / before picks |")
+    print("|---|---|---|---|---|")
+    for run, label in (("runs/expA", "answer loss only, tau 0.02, lr 2e-4 (the default)"),
+                       ("runs/expB_tau1", "answer loss only, tau 1.0"), ("runs/expB_lr1e3", "answer loss only, lr 1e-3"),
+                       ("runs/expB_sup", "`--rank-loss supervised` (labels; not the paper)")):
+        res = json.load(open(os.path.join(run, "results.json")))
+        r, s = res["reranking"], res["settings"]
+        print(f"| {label} | {100 * r['before']['mrr']:.1f} | {100 * r['after']['mrr']:.1f} | "
+              f"{pct(res['intervals']['MRR: after - before stage 3']['mrr'])} | "
+              f"{em(s, 'end-to-end')} / {em(s, 'end-to-end-before')} |")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Quality against training budget (issue "compressed answers within the laptop budget", item 3):
-# the default recipe at about 20, 60 and 120 minutes of a 2-core CPU (train.py --budget, which
-# scales every stage's steps), each followed by the default evaluation; then the plot.
-# `python train.py` is `--budget 20`. Usage: bash experiments/budget.sh [20 60 120]   (run alone)
+# What more training buys (docs/results.md): the default recipe at about 20, 60 and 120 minutes
+# of a 2-core CPU (train.py --budget, which scales every stage's steps), each followed by the
+# default evaluation (its report holds the intervals); then the plot, docs/budget.png, and one line
+# per run with its EM and MRR (budget_plot.py). `python train.py` is `--budget 20`.
+# Usage: bash experiments/budget.sh [20 60 120]   (run alone)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for B in "${@:-20 60 120}"; do
@@ -13,6 +14,6 @@ for B in "${@:-20 60 120}"; do
     python eval.py --ckpt "runs/budget$b/e2e" --out "runs/budget$b/results.json"
   done
 done
-# only the budget runs themselves (runs/budget60_frozen/ from stage3_scratch.sh is not one)
+# only the budget runs themselves (runs/budget60_frozen/ from reranking.sh scratch is not one)
 runs=(); for d in runs/budget*/; do [[ $(basename "$d") =~ ^budget[0-9]+$ ]] && runs+=("$d"); done
 python experiments/budget_plot.py "${runs[@]}" --out docs/budget.png

@@ -4,8 +4,8 @@ most that many, so no pair is lost and no step pays for a 34-pair target), stage
 question per passage 1-700, its passage as the single document) and evaluation rows (the first
 question of each of passages 701-800, never trained on), in the official JSONL formats. The file is not part of the repository.
 
-    python experiments/real_text.py --input ../shared/data/scp_sample_800.jsonl --out runs/real/data
-    bash experiments/real_text.sh        # the whole run: this, stage 1, stage 2, eval
+    python experiments/real_text.py --input scp_sample_800.jsonl --out runs/real/data
+    bash experiments/real_text.sh scp_sample_800.jsonl     # the whole run: this, stage 1, stage 2, eval
 """
 import argparse
 import json

@@ -1,19 +1,39 @@
 #!/usr/bin/env bash
-# Stages 1-2 on real Wikipedia text (the official SCP sample, passages 1-700),
-# then closed-book vs text vs compressed on the first question of passages 701-800.
-# Usage: bash experiments/real_text.sh [path to scp_sample_800.jsonl]   (about 23 min on 2 CPU cores)
-# The compression rows: bash experiments/real_text_ablation.sh [path]
+# Real text: stages 1-2 on the official SCP sample (800 rows of Wikipedia passages; passages 1-700
+# train), then closed-book vs text vs compressed (and its shuffled control) on the first question of
+# each of passages 701-800, never trained on (k = 1). Prints eval.py's table (docs/results.md, "Real text").
+#   bash experiments/real_text.sh FILE            # the 16x row: about 23 min on 2 CPU cores
+#   bash experiments/real_text.sh FILE rows       # then the 64x, 4x and no-MSE rows (about 20 min each)
+#                                                 # and the table of all four (experiments/ablation_table.py real)
+# FILE is the official sample, scp_sample_800.jsonl. Run it alone. Writes runs/real/ (and runs/real_<row>/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SRC=${1:-../shared/data/scp_sample_800.jsonl}
+usage="usage: real_text.sh FILE [rows]"
+SRC=${1:?$usage}
 OUT=${OUT:-runs/real}
 STEPS1=${STEPS1:-150}              # stage-1 steps (60 left the answer gap inside its interval)
 MAX_PAIRS=${MAX_PAIRS:-6}          # QA pairs per stage-1 row (0: a passage's pairs in one target)
 NORM=${MEMORY_NORM:-standardize}   # MEMORY_NORM=rescale reproduces the figures measured before the standardize fix
-EXTRA=${TRAIN_ARGS:-}              # more train.py flags for both stages, e.g. TRAIN_ARGS="--compression-rate 4"
-python experiments/real_text.py --input "$SRC" --out $OUT/data --max-pairs $MAX_PAIRS
-python train.py --stage pretrain --data pretrain=$OUT/data/pretrain.jsonl --steps $STEPS1 1 1 --memory-norm $NORM --out $OUT $EXTRA
-python train.py --stage instruct --init $OUT/pretrain --data instruct=$OUT/data/instruct.jsonl \
-    --instruct-k 1 --steps 1 30 1 --batch-size 4 8 8 --memory-norm $NORM --out $OUT $EXTRA
-python eval.py --ckpt $OUT/instruct --data $OUT/data/eval.jsonl --k 1 \
-    --settings closed-book text-rag compressed --out $OUT/results.json
+
+one_row() {  # OUT, then more train.py flags for both stages
+  local out=$1; shift
+  python experiments/real_text.py --input "$SRC" --out "$out/data" --max-pairs "$MAX_PAIRS"
+  python train.py --stage pretrain --data "pretrain=$out/data/pretrain.jsonl" --steps "$STEPS1" 1 1 \
+      --memory-norm "$NORM" --out "$out" "$@"
+  python train.py --stage instruct --init "$out/pretrain" --data "instruct=$out/data/instruct.jsonl" \
+      --instruct-k 1 --steps 1 30 1 --batch-size 4 8 8 --memory-norm "$NORM" --out "$out" "$@"
+  python eval.py --ckpt "$out/instruct" --data "$out/data/eval.jsonl" --k 1 \
+      --settings closed-book text-rag compressed --out "$out/results.json"
+}
+
+case ${2:-} in
+  "") one_row "$OUT" ;;
+  rows)
+    [ -f runs/real/results.json ] || one_row runs/real
+    for row in "rate64 --compression-rate 64" "rate4 --compression-rate 4" "nomse --mse-weight 0"; do
+      set -- $row; name=$1; shift
+      one_row "runs/real_$name" "$@"
+    done
+    python experiments/ablation_table.py real ;;
+  *) echo "$usage" >&2; exit 2 ;;
+esac

@@ -1,0 +1,137 @@
+"""One recipe, several training seeds: does each headline claim survive the seed?
+
+For each seed S this runs `python train.py --budget B --seed S --out runs/<name>_seedS` and then
+`python eval.py --ckpt runs/<name>_seedS/e2e --out runs/<name>_seedS/results.json`, skipping a seed
+whose results.json already exists, and prints one table: per figure, each seed's value (for a
+difference, beside its paired-bootstrap 95% interval over questions, from results.json's
+"intervals"), the mean over seeds and the seed spread (min..max). A claim (a difference expected
+to be positive) holds only when the mean is positive and no seed's value is at or below zero; the
+question-level intervals say how sure each seed is, the spread how much the training run moves it.
+
+train.py's --seed seeds the embedded corpus too, so each seed also draws its own people, questions
+and held-out set: the spread covers both the data draw and the training run.
+
+    python experiments/seeds.py --seeds 0 1 2 --budget 20          # about 3 x 27 min on a 2-core CPU
+    python experiments/seeds.py --seeds 0 1 2 --budget 60 --name budget60
+    python experiments/seeds.py --seeds 0 1 --table-only           # print the table of finished seeds
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # train.py and eval.py live here
+# (label, how to read one run's value, in points): levels, then the claims (differences)
+LEVELS = [("closed-book EM", ("settings", "closed-book", "em")),
+          ("text RAG EM", ("settings", "text-rag", "em")),
+          ("compressed EM", ("settings", "compressed", "em")),
+          ("compressed, shuffled control EM", ("settings", "compressed-shuffled", "em")),
+          ("end-to-end EM", ("settings", "end-to-end", "em")),
+          ("end-to-end, shuffled control EM", ("settings", "end-to-end-shuffled", "em")),
+          ("MRR before stage 3", ("reranking", "before", "mrr")),
+          ("MRR after stage 3", ("reranking", "after", "mrr"))]
+CLAIMS = [("compressed - shuffled (EM)", "compressed - shuffled", "em"),
+          ("end-to-end - shuffled (EM)", "end-to-end - shuffled", "em"),
+          ("end-to-end: after - before stage-3 picks (EM)", "end-to-end: after - before stage-3 picks", "em"),
+          ("MRR: after - before stage 3", "MRR: after - before stage 3", "mrr")]
+
+
+def level(res: dict, path: tuple):
+    """A level in points, or None where the run has no such setting."""
+    section, name, metric = path
+    value = res.get(section, {}).get(name, {}).get(metric)
+    return None if value is None else 100 * value
+
+
+def difference(res: dict, label: str, metric: str):
+    """(diff, lo, hi) in points from results.json's "intervals", or None where it is absent."""
+    d = res.get("intervals", {}).get(label, {}).get(metric)
+    return None if d is None else tuple(100 * d[key] for key in ("diff", "lo", "hi"))
+
+
+def verdict(values: list) -> str:
+    """The rule for a claim (expected positive) over the seeds that measured it."""
+    if len(values) < 2:
+        return f"too few seeds ({len(values)})"
+    mean, lo, hi = sum(values) / len(values), min(values), max(values)
+    if mean > 0 and lo > 0:
+        return "holds"
+    if mean < 0 and hi < 0:
+        return "reversed: negative for every seed"
+    return f"does not hold: the seed spread {lo:+.1f}..{hi:+.1f} reaches zero"
+
+
+def table(runs: dict) -> str:
+    """runs: {seed: results dict} -> the markdown table (levels, then claims with a verdict)."""
+    seeds = sorted(runs)
+    head = "| figure | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | seed spread | verdict |"
+    lines = [head, "|" + "---|" * (len(seeds) + 4)]
+
+    def summary(values, sign):  # "mean | min..max", "+" shown on differences only
+        if not values:
+            return "- | -"
+        f = f"{{:{sign}.1f}}".format
+        return f"{f(sum(values) / len(values))} | {f(min(values))}..{f(max(values))}"
+
+    for label, path in LEVELS:
+        values = {s: level(runs[s], path) for s in seeds}
+        cells = [f"{v:.1f}" if v is not None else "-" for v in values.values()]
+        present = [v for v in values.values() if v is not None]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {summary(present, '')} | |")
+    for label, key, metric in CLAIMS:
+        values = {s: difference(runs[s], key, metric) for s in seeds}
+        cells = [f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]" if d is not None else "-"
+                 for d, lo, hi in (v or (None, None, None) for v in values.values())]
+        present = [v[0] for v in values.values() if v is not None]
+        beyond = sum(1 for v in values.values() if v is not None and v[1] > 0)
+        note = f" ({beyond} of {len(present)} seeds beyond their interval)" if present else ""
+        lines.append(f"| **{label}** | " + " | ".join(cells) + f" | {summary(present, '+')} | "
+                     f"{verdict(present) if present else 'not measured'}{note} |")
+    return "\n".join(lines)
+
+
+def run_seed(seed: int, out: str, args):
+    """Train and evaluate one seed; each command is printed before it runs."""
+    for cmd in ([sys.executable, "train.py", "--budget", str(args.budget), "--seed", str(seed), "--out", out,
+                 *args.train_args],
+                [sys.executable, "eval.py", "--ckpt", os.path.join(out, "e2e"), "--out",
+                 os.path.join(out, "results.json")]):
+        print("+ " + " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True, cwd=ROOT)
+
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--budget", type=int, default=20, help="train.py --budget (20 is the default run)")
+    p.add_argument("--name", default=None, help="runs/<name>_seedS (default: budget<B>)")
+    p.add_argument("--runs", default=os.path.join(ROOT, "runs"), help="where the run directories go")
+    p.add_argument("--table-only", action="store_true", help="train nothing; table of the seeds already evaluated")
+    p.add_argument("--train-args", nargs=argparse.REMAINDER, default=[],
+                   help="more train.py flags, last on the line (e.g. --train-args --dtype float32)")
+    args = p.parse_args(argv)
+    name = args.name or f"budget{args.budget}"
+    runs = {}
+    for seed in args.seeds:
+        out = os.path.join(args.runs, f"{name}_seed{seed}")
+        path = os.path.join(out, "results.json")
+        if not os.path.exists(path):
+            if args.table_only:
+                print(f"{path}: missing, seed {seed} left out of the table")
+                continue
+            run_seed(seed, out, args)
+        else:
+            print(f"{path}: exists, seed {seed} not re-run")
+        with open(path) as f:
+            runs[seed] = json.load(f)
+    if not runs:
+        raise SystemExit("no seed has a results.json: nothing to tabulate")
+    print(f"\n{name}, seeds {' '.join(map(str, sorted(runs)))}: points; a difference is 'value [95% interval "
+          f"over questions]'; a claim holds when its mean is positive and no seed's value is at or below zero\n")
+    print(table(runs))
+
+
+if __name__ == "__main__":
+    main()

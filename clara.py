@@ -534,3 +534,7 @@ class CLaRa(nn.Module):
     def load_trainable(self, tensors: dict[str, torch.Tensor], where: str = "checkpoint"):
         """Copy saved adapters and memory tokens in, refusing any missing, extra or misshapen one."""
         checkpoint.load_trainable(self, tensors, where)
+
+
+# TEMP alias: checkpoint.py is moving into clara.py, which will define this itself
+backbone_fingerprint = checkpoint.fingerprint

@@ -7,20 +7,31 @@ compressed corpus on disk and searches all of it; clara.py stays the method.
 
     python ask.py index --ckpt runs/default/e2e --docs notes.txt --out runs/notes_index
     python ask.py query --index runs/notes_index "Who founded the Holmvar Guild?"
+    python ask.py query --index runs/notes_index --first-stage bm25 "Who founded the Holmvar Guild?"
     python ask.py query --index runs/notes_index        # one question per stdin line, until EOF
 
-A question's path (letters of DESIGN.md: B questions, N candidates, k picked, l, D):
-    CLaRa.encode_query (theta_qr)       question -> q (B, l, D)
-    exact cosine over every passage     flatten(q) vs flatten(M), shard by shard -> top N (B, N)
-                                        (or FAISS, for large corpora: --faiss flat|ivf|hnsw)
+Three parts, each readable alone:
+    storage   class Index: build (resumable), open (checked), shards, stored vectors, BM25 counts
+    search    plain functions: exact cosine over the shards, FAISS, BM25, the query reasoner's
+              scores of given candidates -> each question's N candidates
+    answer    ask(): the straight-through top-k picks k of the N, the generator reads them
+
+A question's path (B questions, N candidates, k picked, l memory vectors of size D):
+    first stage, one of
+      query-reasoner (default)  CLaRa.encode_query (theta_qr): question -> q (B, l, D); cosine of
+                                flatten(q) vs flatten(M) over every passage -> top N (B, N)
+                                (exact, shard by shard, or FAISS: --faiss flat|ivf|hnsw)
+      bm25                      BM25 over the indexed texts -> top N (B, N), then the query
+                                reasoner's cosine of those N only (the paper's setting)
     differentiable_topk (Eq. 3.3-3.4)   the N scores -> k picks (forward: the exact top k)
     CLaRa.generate (theta_g)            the k picked vectors (B, k, l, D) -> answer
 
-Passages come from a .txt (one per line, or per paragraph), a .jsonl or a dataset id
-(read_passages); one longer than L = doc_max_len tokens is cut into chunks of at most L tokens.
-An index directory holds index.json (checkpoint, fingerprint, counts), passages.jsonl (line i =
-passage i, with its source "file:line") and float16 shards shard-00000.safetensors (1024, l, D):
-l * D * 2 bytes per passage, 9 KB for SmolLM2-135M at 16x (l = 8, D = 576). docs/ask.md has more.
+Passages come from data.read_passages (.txt, .jsonl or a dataset id); one longer than
+L = doc_max_len tokens is cut into chunks of at most L tokens. An index directory holds
+index.json (checkpoint, fingerprint, counts), passages.jsonl (line i = passage i, with its source
+"file:line"), bm25.json (each passage's term counts) and float16 shards shard-00000.safetensors
+(1024, l, D): l * D * 2 bytes per passage, 9 KB for SmolLM2-135M at 16x (l = 8, D = 576).
+docs/ask.md has more.
 """
 
 import argparse
@@ -36,75 +47,21 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-import checkpoint
 import clara
 import data
+import metrics
+import runtime
 
-FORMAT = "clara-index/1"
-ENCODING_FIELDS = clara.COMPRESSOR_FIELDS  # top_k, tau and query_max_len do not change the index
+FORMAT = "clara-index/2"  # 2: with bm25.json
+BM25_FORMAT = "clara-bm25/1"
+FIRST_STAGES = ("query-reasoner", "bm25")
 FAISS_KINDS = ("flat", "ivf", "hnsw")
 HNSW_M, HNSW_EF_SEARCH = 32, 128  # HNSW graph degree and search breadth (FAISS defaults: 32, 16)
 
 
 # ---------------------------------------------------------------------------------------------
-# Passages: read, check, chunk to at most L tokens
+# Passages: chunk to at most L tokens; what fixes their vectors
 # ---------------------------------------------------------------------------------------------
-
-
-def read_passages(source, paragraphs: bool = False, split: str = "train") -> list[tuple[str, str]]:
-    """(text, source) pairs; nothing is skipped silently, bad input names file, line and field.
-
-    .txt    one passage per non-empty line (the rule of data.text_passages and scp.py); with
-            paragraphs=True, blank-line separated paragraphs, each one's lines joined by spaces
-    .jsonl  a "text" string per row, or a "docs" list (each entry a passage, as in the official
-            CLaRa files)
-    else    a Hugging Face dataset id whose rows have "text" or "docs", split `split`
-
-    >>> # notes.txt: 'Paris is in France.\\n\\nRome is in Italy.\\n'
-    >>> # read_passages("notes.txt") -> [('Paris is in France.', 'notes.txt:1'),
-    >>> #                                ('Rome is in Italy.', 'notes.txt:3')]
-    """
-    path = Path(source)
-    if path.suffix == ".txt" or (path.exists() and path.suffix != ".jsonl"):
-        return _txt_passages(path, paragraphs)
-    out = []
-    for where, row in data._read_source(source, split):  # JSON errors name file:line
-        if row.get("text") is not None:
-            out.append((data._nonempty_str(row["text"], where, "text"), where))
-        elif row.get("docs") is not None:
-            docs = data._str_list(row["docs"], where, "docs")
-            out += [(d, f"{where} docs[{i}]") for i, d in enumerate(docs)]
-        else:
-            data._fail(where, "text", f"missing: expected 'text' or 'docs' (row has fields {sorted(row)})")
-    if not out:
-        raise ValueError(f"{source}: no passages")
-    return out
-
-
-def _txt_passages(path: Path, paragraphs: bool) -> list[tuple[str, str]]:
-    if path.suffix != ".txt":
-        raise ValueError(f"{path}: expected a .txt or .jsonl file or a dataset id, got {path.suffix!r}")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    raw = path.read_bytes()
-    try:
-        lines = raw.decode("utf-8").splitlines()
-    except UnicodeDecodeError as err:  # name the line of the first bad byte
-        line_no = raw[:err.start].count(b"\n") + 1
-        raise ValueError(f"{path}:{line_no}: not UTF-8 text ({err.reason})") from None
-    if not paragraphs:
-        out = [(line.strip(), f"{path}:{i}") for i, line in enumerate(lines, 1) if line.strip()]
-    else:  # a run of non-blank lines is one passage, named by its first line
-        out, run = [], []
-        for i, line in enumerate(lines + [""], 1):
-            if line.strip():
-                run.append((i, line.strip()))
-            elif run:
-                out.append((" ".join(text for _, text in run), f"{path}:{run[0][0]}"))
-                run = []
-    if not out:
-        raise ValueError(f"{path}: no passages (the file is empty or blank)")
-    return out
 
 
 def split_tokens(tokenizer, text: str, L: int) -> list[str]:
@@ -145,7 +102,7 @@ def chunk_passages(tokenizer, passages, L: int) -> tuple[list[dict], int]:
     return records, len(passages) - len(seen)
 
 
-def fingerprint(model) -> dict:
+def compressor_fingerprint(model) -> dict:
     """What fixes a passage's vectors: the backbone, the config fields the compressor reads and a
     hash of theta_c and the memory tokens. Stage 3 freezes theta_c, so a run's instruct/ and e2e/
     checkpoints share a fingerprint and can query one index; another run's cannot."""
@@ -155,28 +112,37 @@ def fingerprint(model) -> dict:
             h.update(name.encode())
             h.update(p.detach().float().cpu().numpy().tobytes())
     config = asdict(model.config)
-    return {"config": {f: config[f] for f in ENCODING_FIELDS},
-            "backbone": checkpoint.fingerprint(model.backbone), "compressor_sha256": h.hexdigest()}
+    return {"config": {f: config[f] for f in clara.COMPRESSOR_FIELDS},
+            "backbone": clara.backbone_fingerprint(model.backbone), "compressor_sha256": h.hexdigest()}
 
 
-def _write_atomic(path: str, write) -> None:
-    """write(tmp_path), then rename: a reader never sees a half-written file."""
-    write(path + ".tmp")
-    os.replace(path + ".tmp", path)
+def bm25_counts(texts: list[str]) -> dict:
+    """What bm25.json holds: each passage's term counts under metrics.BM25's tokenizer, as
+    [term id, count] pairs over one sorted vocabulary, so a query never re-tokenizes the corpus."""
+    fitted = metrics.BM25(texts)
+    vocab = sorted({t for tf in fitted.doc_tokens for t in tf})
+    ids = {t: i for i, t in enumerate(vocab)}
+    return {"format": BM25_FORMAT, "k1": fitted.k1, "b": fitted.b, "vocab": vocab,
+            "counts": [sorted([ids[t], c] for t, c in tf.items()) for tf in fitted.doc_tokens]}
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
-# The index: build (resumable), open (checked), search (exact or FAISS), fetch vectors
+# Storage: build (resumable), open (checked), shards, stored vectors, BM25 counts
 # ---------------------------------------------------------------------------------------------
 
 
 class Index:
-    """Passages compressed once, stored in float16 shards; searched whole, shard by shard.
+    """Passages compressed once, stored in float16 shards beside their texts and BM25 counts.
+    It stores and checks; the search functions below read it.
 
     >>> model = CLaRa.load("runs/default/e2e")
-    >>> index = Index.build(model, read_passages("notes.txt"), "runs/notes_index")
+    >>> index = Index.build(model, data.read_passages("notes.txt"), "runs/notes_index")
     >>> index = Index.open("runs/notes_index")          # later, or in another process
-    >>> scores, ids = index.search(model, ["Who founded the Holmvar Guild?"], n=3)  # (1, 3) each
+    >>> scores, ids = search(model, index, ["Who founded the Holmvar Guild?"], n=3)  # (1, 3) each
     >>> index.passages[ids[0, 0]]["source"]             # e.g. 'notes.txt:12'
     """
 
@@ -184,7 +150,8 @@ class Index:
         self.directory, self.manifest, self.passages = directory, manifest, passages
         self.l, self.D, self.shard_size = manifest["l"], manifest["D"], manifest["shard_size"]
         self.n_shards = math.ceil(len(passages) / self.shard_size)
-        self._faiss = {}  # kind -> FAISS index, built on first use
+        self.faiss = {}  # kind -> FAISS index, built or read on first use (faiss_index)
+        self._bm25 = None  # metrics.BM25 from bm25.json, read on first use (Index.bm25)
 
     def __len__(self) -> int:
         return len(self.passages)
@@ -192,9 +159,9 @@ class Index:
     @classmethod
     def build(cls, model, passages, out: str, checkpoint: str | None = None, shard_size: int = 1024,
               batch_size: int = 16, stop_after: int | None = None) -> "Index":
-        """Compress `passages` (strings, or (text, source) pairs from read_passages) with theta_c
-        into `out`. Run again after an interruption: finished shards are kept, the rest is built.
-        checkpoint: the model's directory, named in index.json so `ask.py query` can load it.
+        """Compress `passages` (strings, or (text, source) pairs from data.read_passages) with
+        theta_c into `out`. Run again after an interruption: finished shards are kept, the rest is
+        built. checkpoint: the model's directory, named in index.json so `ask.py query` can load it.
         stop_after: stop after computing that many shards, as an interruption would (tests)."""
         pairs = [(p, f"passages[{i}]") if isinstance(p, str) else tuple(p) for i, p in enumerate(passages)]
         for text, source in pairs:
@@ -210,48 +177,53 @@ class Index:
         model.eval()
         try:
             with torch.no_grad():
-                return cls._write(out, records, fingerprint(model), model.compress, cfg, shard_size,
-                                  batch_size, stop_after)
+                return cls.write(out, records, compressor_fingerprint(model), model.compress, cfg,
+                                 shard_size, batch_size, stop_after)
         finally:
             model.train(was_training)
 
     @classmethod
-    def _write(cls, out, records, fp, encode, cfg, shard_size, batch_size, stop_after=None):
+    def write(cls, out, records, fp, encode, cfg, shard_size, batch_size, stop_after=None) -> "Index":
         """Write (or finish) an index of `records`; encode(texts) -> vectors (b, l, D). Shared by
         build() and the random-vector benchmark (experiments/bench_ask.py)."""
         from safetensors.torch import save_file
         from tqdm import tqdm
+        # one JSON object a line, split on "\n" only when read back: ensure_ascii=False keeps
+        # U+2028, U+2029 and U+0085 raw, which str.splitlines() would also split on
         lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-        sha = hashlib.sha256(lines.encode()).hexdigest()
-        ident = hashlib.sha256(f"{json.dumps(fp, sort_keys=True)} {sha} {shard_size}".encode()).hexdigest()[:16]
+        bm25 = json.dumps(bm25_counts([r["text"] for r in records]), separators=(",", ":"))
+        sha = _sha256(lines)
+        ident = _sha256(f"{json.dumps(fp, sort_keys=True)} {sha} {shard_size}")[:16]
         manifest = {"format": FORMAT, "id": ident, **cfg, "fingerprint": fp, "passages": len(records),
-                    "passages_sha256": sha, "shard_size": shard_size, "batch_size": batch_size,
-                    "dtype": "float16", "complete": False}
+                    "passages_sha256": sha, "bm25_sha256": _sha256(bm25), "shard_size": shard_size,
+                    "batch_size": batch_size, "dtype": "float16", "complete": False}
         path = os.path.join(out, "index.json")
+        old = None
         if os.path.exists(path):
-            if _check_resume(path, manifest)["complete"]:
-                print(f"index: {out} is complete, nothing to do", file=sys.stderr)
-                return cls.open(out)
+            old = _check_resume(path, manifest)
         elif os.path.isdir(out) and os.listdir(out):
             raise ValueError(f"{out}: not empty and not an index (no index.json); choose another --out")
         os.makedirs(out, exist_ok=True)
-        _write_atomic(os.path.join(out, "passages.jsonl"),
-                      lambda p: Path(p).write_text(lines, encoding="utf-8"))
-        _write_atomic(path, lambda p: Path(p).write_text(json.dumps(manifest, indent=1)))
+        for name, text in (("passages.jsonl", lines), ("bm25.json", bm25)):  # cheap: a rerun repairs them
+            runtime.atomic_write(os.path.join(out, name), lambda p: Path(p).write_text(text, encoding="utf-8"))
+        if old is not None and old["complete"]:
+            print(f"index: {out} is complete, nothing to do", file=sys.stderr)
+            return cls.open(out)
+        runtime.atomic_write(path, lambda p: Path(p).write_text(json.dumps(manifest, indent=1)))
         index, done = cls(out, manifest, records), 0
         bar = tqdm(total=len(records), desc="compress passages", unit="passage")
         for s in range(index.n_shards):
             first = s * shard_size
             texts = [r["text"] for r in records[first:first + shard_size]]
-            if os.path.exists(index._shard_path(s)):  # finished before an interruption: checked, kept
-                index._load_shard(s)
+            if os.path.exists(index.shard_path(s)):  # finished before an interruption: checked, kept
+                index.load_shard(s)
                 bar.update(len(texts))
                 continue
             vecs = []  # batches start at the shard's start, so a rebuilt shard is bit-identical
             for b in range(0, len(texts), batch_size):
                 vecs.append(encode(texts[b:b + batch_size]).to("cpu", torch.float16))  # (b, l, D)
                 bar.update(len(vecs[-1]))
-            _write_atomic(index._shard_path(s), lambda p: save_file(
+            runtime.atomic_write(index.shard_path(s), lambda p: save_file(
                 {"vectors": torch.cat(vecs).contiguous()}, p, metadata={"index": ident}))  # (c, l, D)
             done += 1
             if stop_after is not None and done >= stop_after:
@@ -259,39 +231,41 @@ class Index:
                 raise SystemExit(f"index: stopped after {done} shards (--stop-after); run again to finish")
         bar.close()
         manifest["complete"] = True
-        _write_atomic(path, lambda p: Path(p).write_text(json.dumps(manifest, indent=1)))
+        runtime.atomic_write(path, lambda p: Path(p).write_text(json.dumps(manifest, indent=1)))
         return index
 
     @classmethod
     def open(cls, directory: str) -> "Index":
-        """Open a finished index, refusing an unfinished one or a truncated, foreign or misshapen
-        shard with an error that names the file."""
+        """Open a finished index, refusing an unfinished one, an edited passages.jsonl, a missing or
+        damaged bm25.json, or a truncated, foreign or misshapen shard, with an error naming the file."""
         path = os.path.join(directory, "index.json")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{directory}: not an index (no index.json); build one with "
                                     f"`python ask.py index`")
         manifest = json.loads(Path(path).read_text())
         if manifest.get("format") != FORMAT:
-            raise ValueError(f"{path}: format {manifest.get('format')!r}, this code reads {FORMAT!r}")
+            raise ValueError(f"{path}: format {manifest.get('format')!r}, this code reads {FORMAT!r}; "
+                             f"build the index again")
         if not manifest["complete"]:
             raise ValueError(f"{path}: unfinished index; run the same `python ask.py index` command "
                              f"again to finish it")
         passages_path = os.path.join(directory, "passages.jsonl")
         text = Path(passages_path).read_text(encoding="utf-8")
-        if hashlib.sha256(text.encode()).hexdigest() != manifest["passages_sha256"]:
+        if _sha256(text) != manifest["passages_sha256"]:
             raise ValueError(f"{passages_path}: changed since {path} was written; rebuild the index")
-        index = cls(directory, manifest, [json.loads(line) for line in text.splitlines()])
+        index = cls(directory, manifest, [json.loads(line) for line in text.split("\n")[:-1]])
+        index._read_bm25()  # checked now, parsed on first use
         for s in range(index.n_shards):
-            index._load_shard(s, header_only=True)
+            index.load_shard(s, header_only=True)
         return index
 
-    def _shard_path(self, s: int) -> str:
+    def shard_path(self, s: int) -> str:
         return os.path.join(self.directory, f"shard-{s:05d}.safetensors")
 
-    def _load_shard(self, s: int, header_only: bool = False) -> torch.Tensor | None:
+    def load_shard(self, s: int, header_only: bool = False) -> torch.Tensor | None:
         """Shard s as float16 vectors (c, l, D), after checking that it is whole and belongs here."""
         from safetensors import safe_open
-        path, count = self._shard_path(s), min(self.shard_size, len(self) - s * self.shard_size)
+        path, count = self.shard_path(s), min(self.shard_size, len(self) - s * self.shard_size)
         try:
             with safe_open(path, "pt") as f:  # tensors only, no pickle
                 meta, shape = f.metadata() or {}, tuple(f.get_slice("vectors").get_shape())
@@ -309,93 +283,148 @@ class Index:
             raise ValueError(f"{path}: vectors of shape {shape}, expected {(count, self.l, self.D)} float16")
         return vecs
 
-    def check_model(self, model) -> None:
-        """Refuse a model whose compressor differs from the one that built the index: its
-        questions would be compared with vectors from another space."""
-        got, want = fingerprint(model), self.manifest["fingerprint"]
-        if got != want:
-            diff = sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))
-            raise ValueError(f"{os.path.join(self.directory, 'index.json')}: built with another "
-                             f"checkpoint (differs in {', '.join(diff)}); query with the checkpoint "
-                             f"that built it, or rebuild the index")
-
-    def search(self, model, questions: list[str], n: int = 20, faiss: str | None = None):
-        """Top n passages of the whole index per question: (scores (B, n), ids (B, n)), best first."""
-        self.check_model(model)
-        with torch.no_grad():
-            return self.search_vectors(model.encode_query(questions), n, faiss)  # q: (B, l, D)
-
-    def search_vectors(self, query_vecs: torch.Tensor, n: int = 20, faiss: str | None = None):
-        """Cosine of flattened l*D vectors (CLaRa.score) against every passage; exact, one shard in
-        memory at a time (or FAISS: faiss="flat" | "ivf" | "hnsw"). q (B, l, D) -> (B, n) twice."""
-        if query_vecs.dim() != 3 or tuple(query_vecs.shape[1:]) != (self.l, self.D):
-            raise ValueError(f"query vectors must be (B, {self.l}, {self.D}), got {tuple(query_vecs.shape)}")
-        n = min(n, len(self))
-        q = F.normalize(query_vecs.detach().flatten(1).float(), dim=-1)  # (B, l*D), unit length
-        if faiss is not None:
-            scores, ids = self.faiss_index(faiss).search(q.cpu().numpy(), n)  # (B, n) each
-            if (ids < 0).any():
-                raise RuntimeError(f"FAISS {faiss} found fewer than n = {n} passages for a question; "
-                                   f"raise its nprobe / efSearch (Index.faiss_index) or lower n")
-            return torch.from_numpy(scores), torch.from_numpy(ids).long()
-        best_s = q.new_empty(len(q), 0)  # (B, <= n): the best scores so far, and their ids
-        best_i = torch.empty(len(q), 0, dtype=torch.long, device=q.device)
-        for s in range(self.n_shards):
-            m = self._load_shard(s).to(q.device).flatten(1).float()  # (c, l*D)
-            cos = (q @ m.T) / m.norm(dim=1).clamp(min=1e-12)  # (B, c); no normalised copy of m
-            ids = torch.arange(s * self.shard_size, s * self.shard_size + len(m), device=q.device)
-            best_s, pos = torch.cat([best_s, cos], 1).topk(min(n, best_s.shape[1] + len(m)), dim=1)
-            best_i = torch.cat([best_i, ids.expand(len(q), -1)], 1).gather(1, pos)
-        return best_s.cpu(), best_i.cpu()
-
     def vectors(self, ids: torch.Tensor) -> torch.Tensor:
         """The stored vectors of passages `ids` (any shape S) -> (*S, l, D) float32."""
         flat = ids.flatten().cpu()
         out = torch.empty(len(flat), self.l, self.D)
         for s in (flat // self.shard_size).unique().tolist():
             rows = (flat // self.shard_size) == s
-            out[rows] = self._load_shard(s)[flat[rows] - s * self.shard_size].float()
+            out[rows] = self.load_shard(s)[flat[rows] - s * self.shard_size].float()
         return out.view(*ids.shape, self.l, self.D)
 
-    def faiss_index(self, kind: str):
-        """A FAISS inner-product index over the normalised flattened vectors (inner product =
-        cosine), built once and kept as faiss-<kind>.index beside the shards. It holds float32
-        copies: l*D*4 bytes per passage in memory. Tune it here, e.g. .nprobe (ivf) or
-        .hnsw.efSearch (hnsw). flat: exact; ivf: sqrt(n) lists, nprobe = max(4, lists/8); hnsw: M = 32."""
-        if kind not in FAISS_KINDS:
-            raise ValueError(f"FAISS index kind must be one of {FAISS_KINDS}, got {kind!r}")
-        if kind in self._faiss:
-            return self._faiss[kind]
-        faiss = import_faiss()
-        path = os.path.join(self.directory, f"faiss-{kind}.index")
-        if os.path.exists(path):
-            index = faiss.read_index(path)  # FAISS's own binary format, no pickle
-            if index.ntotal != len(self) or index.d != self.l * self.D:
-                raise ValueError(f"{path}: holds {index.ntotal} vectors of size {index.d}, the index "
-                                 f"{len(self)} of size {self.l * self.D}; delete it to rebuild it")
-        else:
-            index = self._build_faiss(faiss, kind)
-            _write_atomic(path, lambda p: faiss.write_index(index, p))
-        self._faiss[kind] = index
-        return index
+    def bm25(self) -> metrics.BM25:
+        """metrics.BM25 over the indexed texts, from bm25.json's counts (the same scores as
+        metrics.BM25 fitted on the texts, without tokenizing them again)."""
+        if self._bm25 is None:
+            stored, path = json.loads(self._read_bm25()), os.path.join(self.directory, "bm25.json")
+            if stored.get("format") != BM25_FORMAT or len(stored["counts"]) != len(self):
+                raise ValueError(f"{path}: not the BM25 counts of {len(self)} passages; run the same "
+                                 f"`python ask.py index` command again to rebuild it")
+            vocab = stored["vocab"]
+            self._bm25 = metrics.BM25.from_counts([{vocab[t]: c for t, c in pairs} for pairs in stored["counts"]],
+                                                  stored["k1"], stored["b"])
+        return self._bm25
 
-    def _build_faiss(self, faiss, kind: str):
-        d, n = self.l * self.D, len(self)
-        unit = lambda s: F.normalize(self._load_shard(s).flatten(1).float(), dim=-1).numpy()  # (c, l*D)
-        if kind == "flat":
-            index = faiss.IndexFlatIP(d)
-        elif kind == "hnsw":
-            index = faiss.IndexHNSWFlat(d, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efSearch = HNSW_EF_SEARCH
-        else:  # IVF: k-means on a strided sample of 40 vectors per list (FAISS asks for >= 39)
-            lists = max(1, round(math.sqrt(n)))
-            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, lists, faiss.METRIC_INNER_PRODUCT)
-            sample = torch.arange(0, n, max(1, n // (40 * lists)))
-            index.train(F.normalize(self.vectors(sample).flatten(1), dim=-1).numpy())
-            index.nprobe = min(lists, max(4, lists // 8))  # >= 4: small corpora still fill n
-        for s in range(self.n_shards):
-            index.add(unit(s))
-        return index
+    def _read_bm25(self) -> str:
+        path = os.path.join(self.directory, "bm25.json")
+        if not os.path.isfile(path):
+            raise ValueError(f"{path}: missing (the BM25 counts of this index); run the same "
+                             f"`python ask.py index` command again to rebuild it")
+        text = Path(path).read_text(encoding="utf-8")
+        if _sha256(text) != self.manifest["bm25_sha256"]:
+            raise ValueError(f"{path}: corrupt or changed since index.json was written; run the same "
+                             f"`python ask.py index` command again to rebuild it")
+        return text
+
+    def check_model(self, model) -> None:
+        """Refuse a model whose compressor differs from the one that built the index: its
+        questions would be compared with vectors from another space."""
+        got, want = compressor_fingerprint(model), self.manifest["fingerprint"]
+        if got != want:
+            diff = sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))
+            raise ValueError(f"{os.path.join(self.directory, 'index.json')}: built with another "
+                             f"checkpoint (differs in {', '.join(diff)}); query with the checkpoint "
+                             f"that built it, or rebuild the index")
+
+
+def _check_resume(path: str, manifest: dict) -> dict:
+    """An existing index.json must describe the same index (checkpoint, passages, shards): it is
+    returned, else the error says what differs."""
+    old = json.loads(Path(path).read_text())
+    if old.get("fingerprint") != manifest["fingerprint"]:
+        raise ValueError(f"{path}: built with another checkpoint; choose another --out or delete it")
+    for key in ("format", "passages_sha256", "bm25_sha256", "shard_size", "batch_size", "l", "D"):
+        if old.get(key) != manifest[key]:
+            raise ValueError(f"{path}: {key} was {old.get(key)!r}, now {manifest[key]!r} (other "
+                             f"passages or settings); choose another --out or delete it")
+    return old
+
+
+# ---------------------------------------------------------------------------------------------
+# Search: plain functions over an Index -> (scores (B, n), ids (B, n)), best first
+# ---------------------------------------------------------------------------------------------
+
+
+def search(model, index: Index, questions: list[str], n: int = 20, faiss: str | None = None):
+    """The query reasoner's top n passages of the whole index per question."""
+    index.check_model(model)
+    with torch.no_grad():
+        return search_vectors(index, model.encode_query(questions), n, faiss)  # q: (B, l, D)
+
+
+def search_vectors(index: Index, query_vecs: torch.Tensor, n: int = 20, faiss: str | None = None):
+    """Cosine of flattened l*D vectors (CLaRa.score) against every passage: exact, or FAISS
+    (faiss="flat" | "ivf" | "hnsw"). q (B, l, D) -> (B, n) twice."""
+    if query_vecs.dim() != 3 or tuple(query_vecs.shape[1:]) != (index.l, index.D):
+        raise ValueError(f"query vectors must be (B, {index.l}, {index.D}), got {tuple(query_vecs.shape)}")
+    n = min(n, len(index))
+    q = F.normalize(query_vecs.detach().flatten(1).float(), dim=-1)  # (B, l*D), unit length
+    return exact_search(index, q, n) if faiss is None else faiss_search(index, q, n, faiss)
+
+
+def exact_search(index: Index, q: torch.Tensor, n: int):
+    """Unit query vectors q (B, l*D) against every passage, one shard in memory at a time,
+    keeping the best n so far: (B, n) twice."""
+    best_s = q.new_empty(len(q), 0)  # (B, <= n): the best scores so far, and their ids
+    best_i = torch.empty(len(q), 0, dtype=torch.long, device=q.device)
+    for s in range(index.n_shards):
+        m = index.load_shard(s).to(q.device).flatten(1).float()  # (c, l*D)
+        cos = (q @ m.T) / m.norm(dim=1).clamp(min=1e-12)  # (B, c); no normalised copy of m
+        ids = torch.arange(s * index.shard_size, s * index.shard_size + len(m), device=q.device)
+        best_s, pos = torch.cat([best_s, cos], 1).topk(min(n, best_s.shape[1] + len(m)), dim=1)
+        best_i = torch.cat([best_i, ids.expand(len(q), -1)], 1).gather(1, pos)
+    return best_s.cpu(), best_i.cpu()
+
+
+def faiss_search(index: Index, q: torch.Tensor, n: int, kind: str):
+    """Unit query vectors q (B, l*D) -> (B, n) twice, from the FAISS index of that kind."""
+    scores, ids = faiss_index(index, kind).search(q.cpu().numpy(), n)  # (B, n) each
+    if (ids < 0).any():
+        raise RuntimeError(f"FAISS {kind} found fewer than n = {n} passages for a question; "
+                           f"raise its nprobe / efSearch (ask.faiss_index) or lower n")
+    return torch.from_numpy(scores), torch.from_numpy(ids).long()
+
+
+def faiss_index(index: Index, kind: str):
+    """A FAISS inner-product index over the normalised flattened vectors (inner product =
+    cosine), built once and kept as faiss-<kind>.index beside the shards. It holds float32
+    copies: l*D*4 bytes per passage in memory. Tune it here, e.g. .nprobe (ivf) or
+    .hnsw.efSearch (hnsw). flat: exact; ivf: sqrt(n) lists, nprobe = max(4, lists/8); hnsw: M = 32."""
+    if kind not in FAISS_KINDS:
+        raise ValueError(f"FAISS index kind must be one of {FAISS_KINDS}, got {kind!r}")
+    if kind in index.faiss:
+        return index.faiss[kind]
+    faiss = import_faiss()
+    path = os.path.join(index.directory, f"faiss-{kind}.index")
+    if os.path.exists(path):
+        built = faiss.read_index(path)  # FAISS's own binary format, no pickle
+        if built.ntotal != len(index) or built.d != index.l * index.D:
+            raise ValueError(f"{path}: holds {built.ntotal} vectors of size {built.d}, the index "
+                             f"{len(index)} of size {index.l * index.D}; delete it to rebuild it")
+    else:
+        built = _build_faiss(index, faiss, kind)
+        runtime.atomic_write(path, lambda p: faiss.write_index(built, p))
+    index.faiss[kind] = built
+    return built
+
+
+def _build_faiss(index: Index, faiss, kind: str):
+    d, n = index.l * index.D, len(index)
+    unit = lambda s: F.normalize(index.load_shard(s).flatten(1).float(), dim=-1).numpy()  # (c, l*D)
+    if kind == "flat":
+        built = faiss.IndexFlatIP(d)
+    elif kind == "hnsw":
+        built = faiss.IndexHNSWFlat(d, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        built.hnsw.efSearch = HNSW_EF_SEARCH
+    else:  # IVF: k-means on a strided sample of 40 vectors per list (FAISS asks for >= 39)
+        lists = max(1, round(math.sqrt(n)))
+        built = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, lists, faiss.METRIC_INNER_PRODUCT)
+        sample = torch.arange(0, n, max(1, n // (40 * lists)))
+        built.train(F.normalize(index.vectors(sample).flatten(1), dim=-1).numpy())
+        built.nprobe = min(lists, max(4, lists // 8))  # >= 4: small corpora still fill n
+    for s in range(index.n_shards):
+        built.add(unit(s))
+    return built
 
 
 def import_faiss():
@@ -408,21 +437,40 @@ def import_faiss():
     return faiss
 
 
-def _check_resume(path: str, manifest: dict) -> dict:
-    """An existing index.json must describe the same index (checkpoint, passages, shards): it is
-    returned, else the error says what differs."""
-    old = json.loads(Path(path).read_text())
-    if old.get("fingerprint") != manifest["fingerprint"]:
-        raise ValueError(f"{path}: built with another checkpoint; choose another --out or delete it")
-    for key in ("format", "passages_sha256", "shard_size", "batch_size", "l", "D"):
-        if old.get(key) != manifest[key]:
-            raise ValueError(f"{path}: {key} was {old.get(key)!r}, now {manifest[key]!r} (other "
-                             f"passages or settings); choose another --out or delete it")
-    return old
+def bm25_search(index: Index, questions: list[str], n: int = 20):
+    """BM25's top n passages of the whole index per question, from the stored counts: (B, n) twice."""
+    bm25, n = index.bm25(), min(n, len(index))
+    scores = torch.tensor([bm25.scores(question) for question in questions])  # (B, all passages)
+    return scores.topk(n, dim=1)
+
+
+def score_candidates(model, index: Index, questions: list[str], ids: torch.Tensor) -> torch.Tensor:
+    """The query reasoner's cosine of each question with its candidates' stored vectors, the
+    same cosine as search(): questions (B), ids (B, N) -> scores (B, N)."""
+    index.check_model(model)
+    with torch.no_grad():
+        q = F.normalize(model.encode_query(questions).flatten(1).float(), dim=-1).cpu()  # (B, l*D)
+    m = index.vectors(ids).flatten(2)  # (B, N, l*D)
+    return torch.einsum("bd,bnd->bn", q, m) / m.norm(dim=-1).clamp(min=1e-12)
+
+
+def candidates(model, index: Index, questions: list[str], n: int = 20, first_stage: str = "query-reasoner",
+               faiss: str | None = None):
+    """Each question's N candidates and the query reasoner's scores of them: (scores (B, N),
+    ids (B, N)). query-reasoner: the top N of the whole index by that cosine (best first);
+    bm25: BM25's top N (in BM25's order), scored by the query reasoner, as in the paper."""
+    if first_stage not in FIRST_STAGES:
+        raise ValueError(f"first_stage must be one of {FIRST_STAGES}, got {first_stage!r}")
+    if first_stage == "query-reasoner":
+        return search(model, index, questions, n, faiss)
+    if faiss is not None:
+        raise ValueError("faiss searches the query reasoner's vectors; the bm25 first stage does not use it")
+    _, ids = bm25_search(index, questions, n)  # (B, N)
+    return score_candidates(model, index, questions, ids), ids
 
 
 # ---------------------------------------------------------------------------------------------
-# Ask: whole-corpus search -> straight-through top-k -> generator
+# Answer: N candidates -> straight-through top-k -> generator
 # ---------------------------------------------------------------------------------------------
 
 
@@ -431,33 +479,47 @@ class Answer:
     question: str
     answer: str
     passages: list[dict]  # the k picked, best first: {"id", "score", "text", "source", "chunk", "of"}
+    note: str | None = None  # said when the answer read fewer passages than asked
+
+
+def pick_top_k(model, index: Index, scores: torch.Tensor, ids: torch.Tensor, k: int):
+    """The straight-through top-k (Eq. 3.3-3.4) over each question's N candidates: (picks (B, k),
+    positions into N, best first; the picked vectors (B, k, l, D), exactly M[picks])."""
+    M = index.vectors(ids).to(model.device, model.memory_tokens.dtype)  # (B, N, l, D)
+    W, picks = clara.differentiable_topk(scores.to(model.device), k, model.config.temperature)  # (B, k, N)
+    return picks.cpu(), torch.einsum("bkn,bnld->bkld", W.to(M.dtype), M)
 
 
 @torch.no_grad()
-def ask(model, index: Index, question: str, k: int | None = None, n: int = 20,
-        faiss: str | None = None, max_new_tokens: int = 32) -> Answer:
-    """Answer `question` from the whole index: the top n passages by cosine (the paper's N
-    candidates), the straight-through top-k picks k of them, the generator reads their vectors.
+def ask(model, index: Index, question: str, k: int | None = None, n: int = 20, faiss: str | None = None,
+        max_new_tokens: int = 32, first_stage: str = "query-reasoner") -> Answer:
+    """Answer `question` from the whole index: N candidates (the paper's N, by the query reasoner
+    over the whole index, or by BM25 then scored by the query reasoner), the straight-through
+    top-k picks k of them, the generator reads their vectors. An index of fewer than k passages
+    is read whole, and the answer's note says so.
 
-    >>> a = ask(model, index, "Who founded the Holmvar Guild?", k=5)
+    >>> a = ask(model, index, "Who founded the Holmvar Guild?", k=5, first_stage="bm25")
     >>> a.answer, [(p["source"], round(p["score"], 3)) for p in a.passages]
     """
-    k = model.config.top_k if k is None else k
+    k, note = model.config.top_k if k is None else k, None
+    if k > len(index):
+        note = f"the index holds {len(index)} passages, fewer than k = {k}: the generator reads all of them"
+        k = len(index)
     n = min(n, len(index))
     if not 1 <= k <= n:
         raise ValueError(f"need 1 <= k <= n, got k = {k}, n = {n} (the index has {len(index)} passages)")
-    scores, ids = index.search(model, [question], n, faiss)  # (1, N) each
-    M = index.vectors(ids).to(model.device, model.memory_tokens.dtype)  # (1, N, l, D)
-    W, picks = clara.differentiable_topk(scores.to(model.device), k, model.config.temperature)  # (1, k, N)
-    selected = torch.einsum("bkn,bnld->bkld", W.to(M.dtype), M)  # (1, k, l, D): M[picks] exactly
+    scores, ids = candidates(model, index, [question], n, first_stage, faiss)  # (1, N) each
+    picks, selected = pick_top_k(model, index, scores, ids, k)  # (1, k), (1, k, l, D)
     text = model.generate([question], selected, max_new_tokens)[0]
     picked = [{"id": int(ids[0, j]), "score": float(scores[0, j]), **index.passages[int(ids[0, j])]}
               for j in picks[0].tolist()]
-    return Answer(question, text, picked)
+    return Answer(question, text, picked, note)
 
 
 def print_answer(a: Answer, width: int = 100) -> None:
     print(f"Q: {a.question}\nA: {a.answer}")
+    if a.note:
+        print(f"  note: {a.note}")
     for rank, p in enumerate(a.passages, 1):
         where = p["source"] + (f" chunk {p['chunk']}/{p['of']}" if p["of"] > 1 else "")
         print(f"  {rank}. {p['score']:.4f}  {where}  {textwrap.shorten(p['text'], width)}")
@@ -484,6 +546,9 @@ def parse_args(argv=None):
     q = sub.add_parser("query", help="answer questions from an index")
     q.add_argument("--index", required=True, help="index directory")
     q.add_argument("--ckpt", default=None, help="checkpoint (default: the one named in index.json)")
+    q.add_argument("--first-stage", choices=FIRST_STAGES, default="query-reasoner",
+                   help="who picks the N candidates: the query reasoner over the whole index, or BM25 "
+                        "(then the query reasoner scores only those N)")
     q.add_argument("-n", type=int, default=20, help="candidates from the whole index (paper: N = 20)")
     q.add_argument("-k", type=int, default=None, help="passages the generator reads (default: top_k)")
     q.add_argument("--faiss", choices=FAISS_KINDS, default=None, help="search with FAISS (faiss-cpu)")
@@ -491,7 +556,10 @@ def parse_args(argv=None):
     q.add_argument("questions", nargs="*", help="questions; none: read one per stdin line until EOF")
     for sp in (i, q):
         sp.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.command == "query" and args.faiss and args.first_stage == "bm25":
+        p.error("--faiss searches with the query reasoner; --first-stage bm25 does not use it")
+    return args
 
 
 def load_model(ckpt: str, device_name: str):
@@ -508,7 +576,7 @@ def load_model(ckpt: str, device_name: str):
 def main(argv=None):
     args = parse_args(argv)
     if args.command == "index":
-        passages = read_passages(args.docs, args.paragraphs, args.split)  # bad input fails before a slow load
+        passages = data.read_passages(args.docs, args.paragraphs, args.split)  # bad input fails before a slow load
         model = load_model(args.ckpt, args.device)
         index = Index.build(model, passages, args.out, args.ckpt, args.shard_size, args.batch_size,
                             args.stop_after)
@@ -526,7 +594,8 @@ def main(argv=None):
     questions = args.questions or _stdin_questions()
     answers = []
     for question in questions:
-        answers.append(ask(model, index, question, args.k, args.n, args.faiss, args.max_new_tokens))
+        answers.append(ask(model, index, question, args.k, args.n, args.faiss, args.max_new_tokens,
+                           args.first_stage))
         print_answer(answers[-1])
     return answers
 

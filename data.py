@@ -47,10 +47,11 @@ def read_jsonl(path) -> list[tuple[int, dict]]:
     return rows
 
 
-def _read_source(source, split: str) -> list[tuple[str, dict]]:
-    """(where, row) pairs from a local JSONL file, or else from a Hugging Face dataset id."""
+def read_source(source, split: str = "train") -> list[tuple[str, dict]]:
+    """(where, row) pairs from a local JSONL file, or else from a Hugging Face dataset id (or a
+    local dataset directory that `datasets.load_dataset` reads)."""
     path = Path(source)
-    if path.exists():
+    if path.is_file():
         return [(f"{path}:{line_no}", row) for line_no, row in read_jsonl(path)]
     if path.suffix in (".jsonl", ".json", ".txt"):  # clearly meant as a file: don't ask the hub
         raise FileNotFoundError(f"{path}: no such file")
@@ -67,29 +68,31 @@ def _read_source(source, split: str) -> list[tuple[str, dict]]:
 
 # ---------------------------------------------------------------------------- field checks
 
-def _fail(where: str, field: str, problem: str):
+def fail(where: str, field: str, problem: str):
+    """Raise the error every reader gives: ValueError("path:17: field 'docs': problem")."""
     raise ValueError(f"{where}: field {field!r}: {problem}")
 
 
 def _get(row: dict, where: str, field: str):
     """row[field], or a clear error naming the missing field and the fields the row has."""
     if row.get(field) is None:
-        _fail(where, field, f"missing (row has fields {sorted(k for k, v in row.items() if v is not None)})")
+        fail(where, field, f"missing (row has fields {sorted(k for k, v in row.items() if v is not None)})")
     return row[field]
 
 
-def _nonempty_str(value, where: str, field: str) -> str:
+def nonempty_str(value, where: str, field: str) -> str:
+    """`value` if it is a string with something in it, else an error naming where and field."""
     if not isinstance(value, str) or not value.strip():
-        _fail(where, field, f"expected a non-empty string, got {value!r:.80}")
+        fail(where, field, f"expected a non-empty string, got {value!r:.80}")
     return value
 
 
-def _str_list(value, where: str, field: str) -> list[str]:
+def str_list(value, where: str, field: str) -> list[str]:
     """A non-empty list of non-empty strings; the error names the bad item's index."""
     if not isinstance(value, list) or not value:
-        _fail(where, field, f"expected a non-empty list of strings, got {value!r:.80}")
+        fail(where, field, f"expected a non-empty list of strings, got {value!r:.80}")
     for i, item in enumerate(value):
-        _nonempty_str(item, where, f"{field}[{i}]")
+        nonempty_str(item, where, f"{field}[{i}]")
     return list(value)
 
 
@@ -110,13 +113,13 @@ def _aliases(row: dict, where: str) -> tuple[list[str], str]:
             if value is None:
                 continue
             used.append(field)
-            values = [_nonempty_str(value, where, field)] if isinstance(value, str) else _str_list(value, where, field)
+            values = [nonempty_str(value, where, field)] if isinstance(value, str) else str_list(value, where, field)
             for alias in values:
                 if alias not in aliases:
                     aliases.append(alias)
         if aliases:
             return aliases, "+".join(used)
-    _fail(where, "answer", f"no answer: expected one of {', '.join(GOLD_FIELDS)} or answer")
+    fail(where, "answer", f"no answer: expected one of {', '.join(GOLD_FIELDS)} or answer")
 
 
 # ---------------------------------------------------------------------------- normalisers
@@ -125,47 +128,47 @@ def _pretrain_row(row: dict, where: str) -> dict:
     """SCP row -> {"kind", "doc", "questions", "answers", "where"} (a paraphrase has no questions)."""
     docs = _get(row, where, "docs")
     if not isinstance(docs, list) or len(docs) != 1:
-        _fail(where, "docs", f"expected a list with exactly one passage, got {docs!r:.80}")
-    doc = _nonempty_str(docs[0], where, "docs[0]")
+        fail(where, "docs", f"expected a list with exactly one passage, got {docs!r:.80}")
+    doc = nonempty_str(docs[0], where, "docs[0]")
     kind = row.get("data_type")
     if kind is None and isinstance(row.get("question"), list):
         kind = "qa"  # official rows without data_type are QA rows
     if kind == "qa":
-        questions = _str_list(_get(row, where, "question"), where, "question")
-        answers = _str_list(_get(row, where, "answers"), where, "answers")
+        questions = str_list(_get(row, where, "question"), where, "question")
+        answers = str_list(_get(row, where, "answers"), where, "answers")
         if len(questions) != len(answers):
-            _fail(where, "answers", f"{len(answers)} answers for {len(questions)} questions")
+            fail(where, "answers", f"{len(answers)} answers for {len(questions)} questions")
     elif kind == "paraphrase":
         questions = []
         answers = _get(row, where, "answers")
         if not isinstance(answers, list) or len(answers) != 1:
-            _fail(where, "answers", f"a paraphrase row needs exactly one paraphrase, got {answers!r:.80}")
-        _nonempty_str(answers[0], where, "answers[0]")
+            fail(where, "answers", f"a paraphrase row needs exactly one paraphrase, got {answers!r:.80}")
+        nonempty_str(answers[0], where, "answers[0]")
     else:
-        _fail(where, "data_type", f"expected 'qa' or 'paraphrase', got {kind!r}")
+        fail(where, "data_type", f"expected 'qa' or 'paraphrase', got {kind!r}")
     return {"kind": kind, "doc": doc, "questions": questions, "answers": list(answers), "where": where}
 
 
 def _instruct_row(row: dict, where: str) -> dict:
     """Instruction row -> {"question", "docs", "answer" (training target), "answers", "where"}."""
-    question = _nonempty_str(_get(row, where, "question"), where, "question")
-    docs = _str_list(_get(row, where, "docs"), where, "docs")
+    question = nonempty_str(_get(row, where, "question"), where, "question")
+    docs = str_list(_get(row, where, "docs"), where, "docs")
     answers, gold_field = _aliases(row, where)
     # The target is the teacher's answer when present (the official stage-2 target), else the gold.
     target = row.get("answer")
-    target = answers[0] if target is None else _nonempty_str(target, where, "answer")
+    target = answers[0] if target is None else nonempty_str(target, where, "answer")
     return {"question": question, "docs": docs, "answer": target, "answers": answers,
             "gold_field": gold_field, "pos_index": _pos_index(row, where, len(docs)), "where": where}
 
 
 def _e2e_row(row: dict, where: str) -> dict:
     """End-to-end row -> {"question", "docs", "answer", "answers", "pos_index", "where"}."""
-    question = _nonempty_str(_get(row, where, "question"), where, "question")
-    docs = _str_list(_get(row, where, "docs"), where, "docs")
+    question = nonempty_str(_get(row, where, "question"), where, "question")
+    docs = str_list(_get(row, where, "docs"), where, "docs")
     answers, gold_field = _aliases(row, where)
     # the training target: `answer`, as the official code reads it, else the first gold
     target = row.get("answer")
-    target = answers[0] if target is None else _nonempty_str(target, where, "answer")
+    target = answers[0] if target is None else nonempty_str(target, where, "answer")
     return {"question": question, "docs": docs, "answer": target, "answers": answers,
             "gold_field": gold_field, "pos_index": _pos_index(row, where, len(docs)), "where": where}
 
@@ -175,10 +178,10 @@ def _pos_index(row: dict, where: str, n_docs: int) -> list[int]:
     pos_index = row.get("pos_index")
     pos_index = [] if pos_index is None else pos_index
     if not isinstance(pos_index, list):
-        _fail(where, "pos_index", f"expected a list of document indices, got {pos_index!r:.80}")
+        fail(where, "pos_index", f"expected a list of document indices, got {pos_index!r:.80}")
     for i, p in enumerate(pos_index):
         if isinstance(p, bool) or not isinstance(p, int) or not 0 <= p < n_docs:
-            _fail(where, f"pos_index[{i}]", f"expected an int index into the {n_docs} docs, got {p!r}")
+            fail(where, f"pos_index[{i}]", f"expected an int index into the {n_docs} docs, got {p!r}")
     return list(pos_index)
 
 
@@ -193,7 +196,7 @@ def load_rows(source, stage: str, split: str = "train") -> list[dict]:
     """
     if stage not in _NORMALISERS:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
-    rows = [_NORMALISERS[stage](row, where) for where, row in _read_source(source, split)]
+    rows = [_NORMALISERS[stage](row, where) for where, row in read_source(source, split)]
     if not rows:
         raise ValueError(f"{source}: no rows")
     return rows
@@ -235,35 +238,77 @@ def check_candidates(rows: list[dict], k: int) -> None:
         raise ValueError(f"k must be at least 1, got {k}")
     for row in rows:
         if len(row["docs"]) < k:
-            _fail(row["where"], "docs", f"{len(row['docs'])} candidate documents, fewer than k={k}")
+            fail(row["where"], "docs", f"{len(row['docs'])} candidate documents, fewer than k={k}")
 
 
-def text_passages(source) -> list[str]:
-    """Passages from a .txt file (one per non-empty line) or a .jsonl file (field "text", "doc",
-    "passage", or the first of "docs"); used by the data-synthesis script.
+# ---------------------------------------------------------------------------- plain passages
 
-    >>> # passages.txt: 'Paris is in France.\\n\\nRome is in Italy.\\n'  ->  two passages
+PASSAGE_FIELDS = ("doc", "passage")  # a row's passage, after the text field; "docs": each entry is one
+
+
+def read_passages(source, paragraphs: bool = False, split: str = "train",
+                  text_field: str = "text") -> list[tuple[str, str]]:
+    """(text, where) pairs: the passages of `source`, each named by where it came from. Used by
+    ask.py (the passages it indexes) and scp.py (the passages it writes questions about). Nothing
+    is skipped silently; bad input names the file, line and field.
+
+    .txt    one passage per non-empty line; with paragraphs=True, blank-line separated
+            paragraphs, each one's lines joined by spaces (named by its first line)
+    .jsonl  per row: a `text_field` ("text"), "doc" or "passage" string, or a "docs" list (each
+            entry a passage, as in the official CLaRa files: "file.jsonl:3 docs[1]")
+    else    a Hugging Face dataset id (or a local dataset directory), split `split`, rows as in .jsonl
+
+    >>> # notes.txt: 'Paris is in France.\\n\\nRome is in Italy.\\n'
+    >>> # read_passages("notes.txt") -> [('Paris is in France.', 'notes.txt:1'),
+    >>> #                                ('Rome is in Italy.', 'notes.txt:3')]
     """
     path = Path(source)
+    if path.suffix == ".txt" or (path.is_file() and path.suffix != ".jsonl"):
+        out = _txt_passages(path, paragraphs)
+    else:
+        rows = read_source(source, split)  # JSON errors name file:line
+        if rows and not path.is_file():  # a dataset: say which column is missing, once
+            columns = sorted(rows[0][1])
+            if not {text_field, *PASSAGE_FIELDS, "docs"} & set(columns):
+                raise ValueError(f"{source}[{split}]: no column {text_field!r} (has {columns}); "
+                                 f"pass --text-field")
+        out = [p for where, row in rows for p in _row_passages(row, where, text_field)]
+    if not out:
+        raise ValueError(f"{source}: no passages")
+    return out
+
+
+def _row_passages(row: dict, where: str, text_field: str) -> list[tuple[str, str]]:
+    for field in (text_field, *PASSAGE_FIELDS):
+        if row.get(field) is not None:
+            return [(nonempty_str(row[field], where, field), where)]
+    if row.get("docs") is None:
+        fail(where, text_field, f"missing: expected one of {', '.join((text_field, *PASSAGE_FIELDS))}, "
+                                f"docs (row has fields {sorted(k for k, v in row.items() if v is not None)})")
+    return [(d, f"{where} docs[{i}]") for i, d in enumerate(str_list(row["docs"], where, "docs"))]
+
+
+def _txt_passages(path: Path, paragraphs: bool) -> list[tuple[str, str]]:
+    if path.suffix != ".txt":
+        raise ValueError(f"{path}: expected a .txt or .jsonl file or a dataset id, got {path.suffix!r}")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    if path.suffix == ".txt":
-        passages = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    elif path.suffix == ".jsonl":
-        passages = []
-        for line_no, row in read_jsonl(path):
-            where = f"{path}:{line_no}"
-            for field in ("text", "doc", "passage"):
-                if row.get(field) is not None:
-                    passages.append(_nonempty_str(row[field], where, field))
-                    break
-            else:
-                if row.get("docs") is None:
-                    _fail(where, "text", f"missing: expected one of text, doc, passage, docs "
-                                         f"(row has fields {sorted(row)})")
-                passages.append(_str_list(row["docs"], where, "docs")[0])
-    else:
-        raise ValueError(f"{path}: expected a .txt or .jsonl file, got {path.suffix or 'no suffix'!r}")
-    if not passages:
-        raise ValueError(f"{path}: no passages")
-    return passages
+    raw = path.read_bytes()
+    try:
+        lines = raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError as err:  # name the line of the first bad byte
+        line_no = raw[:err.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line_no}: not UTF-8 text ({err.reason})") from None
+    if not paragraphs:
+        out = [(line.strip(), f"{path}:{i}") for i, line in enumerate(lines, 1) if line.strip()]
+    else:  # a run of non-blank lines is one passage, named by its first line
+        out, run = [], []
+        for i, line in enumerate(lines + [""], 1):
+            if line.strip():
+                run.append((i, line.strip()))
+            elif run:
+                out.append((" ".join(text for _, text in run), f"{path}:{run[0][0]}"))
+                run = []
+    if not out:
+        raise ValueError(f"{path}: no passages (the file is empty or blank)")
+    return out

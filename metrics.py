@@ -222,14 +222,25 @@ class BM25:
     """
 
     def __init__(self, documents: list[str], k1: float = 1.5, b: float = 0.75):
-        if not documents:
+        self._fit([Counter(_tokenize(d)) for d in documents], k1, b)
+
+    @classmethod
+    def from_counts(cls, doc_tokens: list[Counter], k1: float = 1.5, b: float = 0.75) -> "BM25":
+        """The same BM25 from each document's term counts, without tokenizing again (ask.py
+        stores them beside its index)."""
+        bm25 = cls.__new__(cls)
+        bm25._fit([Counter(tf) for tf in doc_tokens], k1, b)
+        return bm25
+
+    def _fit(self, doc_tokens: list[Counter], k1: float, b: float):
+        if not doc_tokens:
             raise ValueError("BM25 needs at least one document to fit on")
         self.k1, self.b = k1, b
-        self.doc_tokens = [Counter(_tokenize(d)) for d in documents]  # term frequencies per doc
+        self.doc_tokens = doc_tokens  # term frequencies per doc
         self.doc_lens = [sum(tf.values()) for tf in self.doc_tokens]
-        self.avgdl = sum(self.doc_lens) / len(documents) or 1.0  # all-empty corpus: avoid 0/0
+        self.avgdl = sum(self.doc_lens) / len(doc_tokens) or 1.0  # all-empty corpus: avoid 0/0
         df = Counter(t for tf in self.doc_tokens for t in tf)  # documents containing each term
-        n = len(documents)
+        n = len(doc_tokens)
         self.idf = {t: math.log(1 + (n - f + 0.5) / (f + 0.5)) for t, f in df.items()}
 
     def scores(self, query: str) -> list[float]:

@@ -37,7 +37,6 @@ import json
 import re
 import string
 import time
-from pathlib import Path
 
 # ------------------------------------------------------------------------------------- prompts
 # Passage first, instruction last, named kinds of facts: SmolLM2-135M keeps to the format far more
@@ -360,19 +359,6 @@ def synthesize(passages: list[str], generate_fn, rounds: int = 1, batch_size: in
 
 # ------------------------------------------------------------------------------------- script
 
-def read_passages(source: str, split: str = "train", text_field: str = "text") -> list[str]:
-    """Passages from a .txt/.jsonl file (data.text_passages) or a `datasets` id (column text_field)."""
-    if Path(source).is_file() or Path(source).suffix in (".txt", ".jsonl"):  # else a hub id or data dir
-        from data import text_passages
-        return text_passages(source)
-    from datasets import load_dataset
-    dataset = load_dataset(source, split=split)
-    if text_field not in dataset.column_names:
-        raise ValueError(f"{source}[{split}]: no column {text_field!r} (has {dataset.column_names}); "
-                         f"pass --text-field")
-    return [str(text) for text in dataset[text_field]]
-
-
 def print_summary(stats: dict, report: dict) -> None:
     rate = lambda bad, n: f"{bad}/{n} rejected ({bad / n:.0%})" if n else "not verified"  # noqa: E731
     print(f"scp summary | passages in {stats['passages']} | QA pairs out {stats['qa_kept']} | "
@@ -409,8 +395,10 @@ def main(argv: list[str] | None = None) -> tuple[list[dict], dict]:
 
     import torch
     import clara
+    import data
 
-    passages = read_passages(args.input, args.split, args.text_field)[:args.limit]
+    passages = [text for text, _ in data.read_passages(args.input, split=args.split,
+                                                       text_field=args.text_field)][:args.limit]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     if args.threads:  # on 2 cores shared with a training run, 2 threads were 23x slower than 1

@@ -14,6 +14,8 @@ import torch
 
 import ask
 import corpus
+import data
+import metrics
 from ask import Index
 from clara import CLaRa, CLaRaConfig, load_backbone
 
@@ -54,7 +56,7 @@ def test_question_repeating_a_passage_finds_it_first(built):
     assert len(index) > 3 * len(PASSAGES) // 2 and index.n_shards > 5, "want many chunks in many shards"
     targets = [0, 7, len(index) // 2, len(index) - 1]  # first shard, middle, the last (short) shard
     questions = [index.passages[i]["text"] for i in targets]
-    scores, ids = index.search(model, questions, n=5)  # (4, 5) each
+    scores, ids = ask.search(model, index, questions, n=5)  # (4, 5) each
     for b, i in enumerate(targets):
         assert index.passages[ids[b, 0]]["text"] == questions[b], f"question {b} did not find passage {i}"
         assert scores[b, 0] > 0.999, f"cosine of a question with its own text is {scores[b, 0]:.4f}"
@@ -78,7 +80,7 @@ def test_ask_gives_the_generator_the_picked_passages_vectors(built, monkeypatch)
     a = ask.ask(model, index, question, k=3, n=10, max_new_tokens=4)
     assert isinstance(a.answer, str)
     picked = [p["id"] for p in a.passages]
-    scores, ids = index.search(model, [question], n=10)
+    scores, ids = ask.search(model, index, [question], n=10)
     assert picked[0] == 11 and picked == ids[0, :3].tolist(), "the top-k forward is the exact top k"
     torch.testing.assert_close(read["docs"], index.vectors(torch.tensor([picked])), rtol=0, atol=0,
                                msg="the generator must read the stored vectors of the picked passages")
@@ -113,7 +115,7 @@ def test_interrupted_index_resumes_to_the_same_shards(built, tmp_path):
     shards = lambda d: sorted(f for f in os.listdir(d) if f.startswith("shard-") and f.endswith(".safetensors"))
     names = shards(out)
     assert names == shards(resumed)
-    for name in names + ["passages.jsonl", "index.json"]:
+    for name in names + ["passages.jsonl", "bm25.json", "index.json"]:
         with open(os.path.join(out, name), "rb") as a, open(os.path.join(resumed, name), "rb") as b:
             assert a.read() == b.read(), f"{name} differs after resume"
 
@@ -122,7 +124,7 @@ def test_index_of_another_checkpoint_is_refused(built):
     _, out = built
     other = tiny_model(seed=2)  # same config and backbone, other theta_c
     with pytest.raises(ValueError, match=r"idx[/\\]index\.json: built with another checkpoint.*compressor"):
-        Index.open(out).search(other, ["Who keeps a cat?"])
+        ask.search(other, Index.open(out), ["Who keeps a cat?"])
     with pytest.raises(ValueError, match=r"index\.json: built with another checkpoint"):
         Index.build(other, PASSAGES, out, shard_size=8, batch_size=3)
 
@@ -157,6 +159,16 @@ def test_edited_passages_file_is_refused(built, tmp_path):
         Index.open(edited)
 
 
+def test_passage_holding_unicode_line_separators_survives_the_index(built, tmp_path):
+    model, _ = built
+    odd = ["A line\u2028separator.", "A paragraph\u2029separator.", "A next\x85line.", "Plain."]
+    out = str(tmp_path / "odd")
+    Index.build(model, odd, out, shard_size=8)
+    index = Index.open(out)  # str.splitlines() would cut passages.jsonl inside these three
+    assert [p["text"] for p in index.passages] == odd
+    assert ask.ask(model, index, odd[2], k=1, max_new_tokens=2).passages[0]["text"] == odd[2]
+
+
 # --- bad input names the file and line ---------------------------------------------------------
 
 @pytest.mark.parametrize("name, content, match", [
@@ -171,22 +183,22 @@ def test_bad_input_names_file_line_and_field(tmp_path, name, content, match):
     path = tmp_path / name
     path.write_text(content)
     with pytest.raises(ValueError, match=match):
-        ask.read_passages(path)
+        data.read_passages(path)
 
 
 def test_txt_not_utf8_names_the_line(tmp_path):
     path = tmp_path / "a.txt"
     path.write_bytes(b"fine\nalso fine\nbad \xff byte\n")
     with pytest.raises(ValueError, match=r"a\.txt:3: not UTF-8"):
-        ask.read_passages(path)
+        data.read_passages(path)
 
 
 def test_txt_rules_lines_and_paragraphs(tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("Paris is in France.\nIt is big.\n\n\nRome is in Italy.\n")
-    assert ask.read_passages(path) == [("Paris is in France.", f"{path}:1"), ("It is big.", f"{path}:2"),
+    assert data.read_passages(path) == [("Paris is in France.", f"{path}:1"), ("It is big.", f"{path}:2"),
                                        ("Rome is in Italy.", f"{path}:5")]
-    assert ask.read_passages(path, paragraphs=True) == [("Paris is in France. It is big.", f"{path}:1"),
+    assert data.read_passages(path, paragraphs=True) == [("Paris is in France. It is big.", f"{path}:1"),
                                                         ("Rome is in Italy.", f"{path}:5")]
 
 
@@ -205,11 +217,11 @@ def test_faiss_flat_equals_the_exact_search(built, tmp_path):
     shutil.copytree(out, copy)
     index = Index.open(copy)
     q = model.encode_query(["Who keeps a parrot?", index.passages[5]["text"], "In which city?"])  # (3, l, D)
-    exact_s, exact_i = index.search_vectors(q, n=10)
-    faiss_s, faiss_i = index.search_vectors(q, n=10, faiss="flat")
+    exact_s, exact_i = ask.search_vectors(index, q, n=10)
+    faiss_s, faiss_i = ask.search_vectors(index, q, n=10, faiss="flat")
     assert torch.equal(exact_i, faiss_i), f"FAISS flat ranks {faiss_i.tolist()}, exact {exact_i.tolist()}"
     torch.testing.assert_close(faiss_s, exact_s, atol=1e-5, rtol=0)
-    again = Index.open(copy).search_vectors(q, n=10, faiss="flat")  # read back from faiss-flat.index
+    again = ask.search_vectors(Index.open(copy), q, n=10, faiss="flat")  # read back from faiss-flat.index
     assert torch.equal(again[1], exact_i)
 
 
@@ -218,7 +230,7 @@ def test_asking_for_faiss_without_it_names_the_package(built, monkeypatch):
     monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss now raises ImportError
     index = Index.open(out)
     with pytest.raises(ImportError, match="pip install faiss-cpu"):
-        index.search_vectors(torch.zeros(1, index.l, index.D), faiss="hnsw")
+        ask.search_vectors(index, torch.zeros(1, index.l, index.D), faiss="hnsw")
 
 
 # --- the command line and the module -------------------------------------------------------------
@@ -247,3 +259,79 @@ def test_import_is_silent_and_loads_nothing_heavy():
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]", f"import ask pulled in {out.stdout}"
     assert out.stderr == ""
+
+
+# --- a small index, and BM25 first ---------------------------------------------------------------
+
+def test_index_smaller_than_k_is_read_whole_and_says_so(built, tmp_path, capsys):
+    model, _ = built
+    model.save(str(tmp_path / "ckpt"))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("Mira Holt keeps a cat.\nThe guild met in Tessary.\n")  # 2 passages, top_k = 3
+    ask.main(["index", "--ckpt", str(tmp_path / "ckpt"), "--docs", str(notes), "--out", str(tmp_path / "idx")])
+    answers = ask.main(["query", "--index", str(tmp_path / "idx"), "--max-new-tokens", "2", "Who keeps a cat?"])
+    assert sorted(p["source"] for p in answers[0].passages) == [f"{notes}:1", f"{notes}:2"]
+    assert "note: the index holds 2 passages, fewer than k = 3" in capsys.readouterr().out
+
+
+def test_bm25_first_picks_only_among_bm25s_top_n(built):
+    model, out = built
+    index = Index.open(out)
+    question = "Who was born in " + index.passages[0]["text"].split(" born in ")[-1][:20]
+    _, top = ask.bm25_search(index, [question], n=6)  # (1, 6)
+    default = ask.ask(model, index, question, k=3, n=20, max_new_tokens=2)
+    assert {p["id"] for p in default.passages} - set(top[0].tolist()), \
+        "the query reasoner alone must pick outside BM25's top 6 here, or the test proves nothing"
+    first = ask.ask(model, index, question, k=3, n=6, max_new_tokens=2, first_stage="bm25")
+    assert {p["id"] for p in first.passages} <= set(top[0].tolist())
+    scores = ask.score_candidates(model, index, [question], top)  # the query reasoner picked the best 3
+    assert [p["id"] for p in first.passages] == top[0, scores[0].topk(3).indices].tolist()
+
+
+def test_bm25_first_over_every_passage_equals_the_default_route(built):
+    model, out = built
+    index = Index.open(out)
+    for question in ["Who keeps a parrot?", index.passages[9]["text"]]:
+        default = ask.ask(model, index, question, k=3, n=len(index), max_new_tokens=3)
+        first = ask.ask(model, index, question, k=3, n=len(index), max_new_tokens=3, first_stage="bm25")
+        assert [p["id"] for p in first.passages] == [p["id"] for p in default.passages]
+        assert first.answer == default.answer
+        torch.testing.assert_close([p["score"] for p in first.passages], [p["score"] for p in default.passages],
+                                   atol=1e-5, rtol=0)
+
+
+def test_stored_bm25_scores_as_bm25_fitted_fresh(built):
+    _, out = built
+    index = Index.open(out)
+    fresh = metrics.BM25([p["text"] for p in index.passages])
+    for question in ["Who keeps a parrot in Tessary?", index.passages[4]["text"], "nothing matches zzz"]:
+        assert index.bm25().scores(question) == fresh.scores(question)
+
+
+def test_missing_or_corrupt_bm25_file_is_named(built, tmp_path):
+    model, out = built
+    broken = str(tmp_path / "broken")
+    shutil.copytree(out, broken)
+    path = os.path.join(broken, "bm25.json")
+    with open(path) as f:
+        text = f.read()
+    with open(path, "w") as f:
+        f.write(text[:len(text) // 2])
+    with pytest.raises(ValueError, match=r"broken[/\\]bm25\.json: corrupt"):
+        Index.open(broken)
+    os.remove(path)
+    with pytest.raises(ValueError, match=r"broken[/\\]bm25\.json: missing.*ask\.py index"):
+        Index.open(broken)
+    Index.build(model, PASSAGES, broken, shard_size=8, batch_size=3)  # what the error advises
+    assert Index.open(broken).bm25().scores("a cat") == Index.open(out).bm25().scores("a cat")
+
+
+def test_cli_query_with_bm25_first(built, tmp_path):
+    model, _ = built
+    model.save(str(tmp_path / "ckpt"))
+    docs = tmp_path / "docs.txt"
+    docs.write_text("Short one.\nMira Holt keeps a cat.\nThe guild met in Tessary.\n")
+    ask.main(["index", "--ckpt", str(tmp_path / "ckpt"), "--docs", str(docs), "--out", str(tmp_path / "idx")])
+    answers = ask.main(["query", "--index", str(tmp_path / "idx"), "--first-stage", "bm25", "-n", "1",
+                        "-k", "1", "--max-new-tokens", "2", "Where did the guild meet?"])
+    assert answers[0].passages[0]["source"] == f"{docs}:3", "BM25's only candidate: the one sharing words"

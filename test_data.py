@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from data import check_candidates, format_qa_target, load_rows, read_jsonl, text_passages
+from data import check_candidates, format_qa_target, load_rows, read_jsonl, read_passages
 
 SCP_SAMPLE = Path(__file__).parent.parent / "shared" / "data" / "scp_sample_800.jsonl"
 
@@ -218,29 +218,31 @@ def test_check_candidates_names_the_row(tmp_path):
         check_candidates(rows, 2)
 
 
-# ---------------------------------------------------------------------------- text_passages
+# ---------------------------------------------------------------------------- read_passages
 
-def test_text_passages_txt_and_jsonl(tmp_path):
+def test_read_passages_txt_and_jsonl(tmp_path):
     txt = tmp_path / "p.txt"
     txt.write_text("Paris is in France.\n\n  \nRome is in Italy.\n", encoding="utf-8")
-    assert text_passages(txt) == ["Paris is in France.", "Rome is in Italy."]
+    assert read_passages(txt) == [("Paris is in France.", f"{txt}:1"), ("Rome is in Italy.", f"{txt}:4")]
     rows = [{"text": "a"}, {"doc": "b"}, {"passage": "c"}, {"docs": ["d", "e"]}]
-    assert text_passages(write_jsonl(tmp_path / "p.jsonl", rows)) == ["a", "b", "c", "d"]
+    path = write_jsonl(tmp_path / "p.jsonl", rows)
+    assert read_passages(path) == [("a", f"{path}:1"), ("b", f"{path}:2"), ("c", f"{path}:3"),
+                                   ("d", f"{path}:4 docs[0]"), ("e", f"{path}:4 docs[1]")]
 
 
-def test_text_passages_errors(tmp_path):
+def test_read_passages_errors(tmp_path):
     with pytest.raises(ValueError, match=r"p\.jsonl:2: field 'text': missing"):
-        text_passages(write_jsonl(tmp_path / "p.jsonl", [{"text": "a"}, {"title": "b"}]))
+        read_passages(write_jsonl(tmp_path / "p.jsonl", [{"text": "a"}, {"title": "b"}]))
     with pytest.raises(ValueError, match=r"q\.jsonl:1: field 'doc'"):
-        text_passages(write_jsonl(tmp_path / "q.jsonl", [{"doc": ""}]))
+        read_passages(write_jsonl(tmp_path / "q.jsonl", [{"doc": ""}]))
     with pytest.raises(ValueError, match="expected a .txt or .jsonl"):
         (tmp_path / "p.csv").write_text("a\n")
-        text_passages(tmp_path / "p.csv")
+        read_passages(tmp_path / "p.csv")
     with pytest.raises(ValueError, match="no passages"):
         (tmp_path / "empty.txt").write_text("\n\n")
-        text_passages(tmp_path / "empty.txt")
+        read_passages(tmp_path / "empty.txt")
     with pytest.raises(FileNotFoundError, match="missing.txt"):
-        text_passages(tmp_path / "missing.txt")
+        read_passages(tmp_path / "missing.txt")
 
 
 # ---------------------------------------------------------------------------- the real SCP sample

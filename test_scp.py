@@ -5,6 +5,7 @@ import json
 import pytest
 
 import clara
+import data
 import scp
 from data import format_qa_target, load_rows
 
@@ -170,13 +171,14 @@ def test_a_generate_fn_that_loses_outputs_fails_loudly():
 
 
 def test_read_passages_from_file_and_from_a_datasets_dir(tmp_path):
+    texts = lambda source, **kw: [text for text, _ in data.read_passages(source, **kw)]  # what scp.main reads
     (tmp_path / "p.txt").write_text("Paris is in France.\n\nRome is in Italy.\n")
-    assert scp.read_passages(str(tmp_path / "p.txt")) == ["Paris is in France.", "Rome is in Italy."]
+    assert texts(str(tmp_path / "p.txt")) == ["Paris is in France.", "Rome is in Italy."]
     (tmp_path / "ds").mkdir()
     (tmp_path / "ds" / "train.csv").write_text("body,id\nParis is in France.,1\nRome is in Italy.,2\n")
-    assert scp.read_passages(str(tmp_path / "ds"), text_field="body") == ["Paris is in France.", "Rome is in Italy."]
+    assert texts(str(tmp_path / "ds"), text_field="body") == ["Paris is in France.", "Rome is in Italy."]
     with pytest.raises(ValueError, match="no column 'text'"):
-        scp.read_passages(str(tmp_path / "ds"))
+        texts(str(tmp_path / "ds"))
 
 
 # ---------------------------------------------------------------------- the tiny backbone

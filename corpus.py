@@ -50,8 +50,10 @@ Rows, with the official CLaRa JSONL field names (DESIGN.md section 5):
 
 Example:
     >>> world = build_world(seed=0, n_train=8, n_heldout=6)
-    >>> [len(world.entities(split)) for split in SPLITS], len(pretrain_rows(world)), len(e2e_rows(world, n_candidates=5))
-    ([8, 3, 3], 24, 56)
+    >>> [len(world.entities(split)) for split in SPLITS]
+    [8, 3, 3]
+    >>> len(pretrain_rows(world)), len(e2e_rows(world, n_candidates=5))
+    (24, 56)
     >>> row = e2e_rows(world, "test", n_candidates=3)[0]
     >>> row["question"]
     'In what year did the person born in 1948 join the Velden Company?'

@@ -15,8 +15,13 @@ How the world is built (`build_world`):
    templates; the intro sentence (birth or occupation) names the person in full, the other four
    come in a shuffled order and mostly use the surname. About 50-75 words, asserted 45-90.
    The paraphrase of a passage states the same facts with other templates and another order.
-4. Split. The first `n_train` people are "train", the other `n_heldout` are "heldout". Training
-   rows use only train passages, as gold and as distractors; held-out rows use only held-out ones.
+4. Split. The first `n_train` people are "train", the other `n_heldout` are held out, and the
+   held-out people split in order into two parts: the first half "dev" (development: for choosing
+   recipes; the `*_heldout.jsonl` files) and the second half "test" (the `*_test.jsonl` files, for
+   the figures a reader is given, never for choosing). Rows of one part use only that part's
+   passages, as gold and as distractors, so no passage, question or distractor of one part is in
+   another. The train people and their random draws do not depend on the held-out split, so the
+   training files are the same bytes as before the test part existed.
 
 Rows, with the official CLaRa JSONL field names (DESIGN.md section 5):
 - `pretrain_rows`: 3 rows per passage, in passage order: simple QA (one question per fact),
@@ -29,27 +34,31 @@ Rows, with the official CLaRa JSONL field names (DESIGN.md section 5):
     the name: "What was the name of the cat of the maker of clocks born in Zelfort?". Wordings
     vary, and some use other words than the passage ("maker of clocks" for clockmaker, "cellist"
     for cello player, "a native of Zelfort", "who came into the world in 1874"). Each description
-    fits exactly one person of the whole world (both splits), so also exactly one of the split
-    and of the candidates, and a held-out question never repeats a training one; only in a world
+    fits exactly one person of the whole world (all three parts), so also exactly one of the
+    part and of the candidates, and no question repeats across train, dev and test; only in a world
     too small for that does it fall back to unique in the split, then to unique among the
     candidates (tests check the first on the default corpus). The distractors
     share as many described facts as possible but never all: same trade, or city, or year...
     So the ranking has to be learnt: BM25 no longer ranks the gold first every time
-    (`python corpus.py --out DIR --report` prints its MRR; about 87 of 100 over 20 candidates).
+    (`python corpus.py --out DIR --report` prints its MRR on the dev and test rows: about 90-96 of
+    100 over 20 candidates, since a part of 40 people holds fewer people who share part of a
+    description than the 320 of train).
   * "name": the person is named in full and the distractors are the most similar people (same
     city, trade or society): the name alone finds the passage, BM25 MRR is 100.
   `described_by` lists the facts the question uses (["name"] for name questions), so a reader
   or a test can check which candidates fit.
 
 Example:
-    >>> world = build_world(seed=0, n_train=8, n_heldout=4)
-    >>> len(world.entities("train")), len(pretrain_rows(world)), len(e2e_rows(world, n_candidates=5))
-    (8, 24, 56)
-    >>> row = e2e_rows(world, "heldout", n_candidates=3)[0]
+    >>> world = build_world(seed=0, n_train=8, n_heldout=6)
+    >>> [len(world.entities(split)) for split in SPLITS]
+    [8, 3, 3]
+    >>> len(pretrain_rows(world)), len(e2e_rows(world, n_candidates=5))
+    (24, 56)
+    >>> row = e2e_rows(world, "test", n_candidates=3)[0]
     >>> row["question"]
-    'Which organisation did the bookbinder born in the year 1860 join?'
+    'In what year did the person born in 1948 join the Velden Company?'
     >>> row["described_by"], row["answer"]
-    (['occupation', 'birth_year'], 'Fellowship of Ashmeer')
+    (['birth_year', 'organisation'], '1989')
 """
 import argparse
 import itertools
@@ -203,7 +212,7 @@ class Entity:
     """One person of the world: 7 facts, a passage and a paraphrase of it."""
     name: str
     surname: str
-    split: str  # "train" or "heldout"
+    split: str  # one of SPLITS: "train", "dev" or "test"
     birth_year: int
     birth_city: str
     occupation: str
@@ -226,6 +235,10 @@ class Entity:
         return str(getattr(self, fact))
 
 
+# The parts of the world: people trained on, held-out people for development, held-out people for test.
+SPLITS = ("train", "dev", "test")
+
+
 @dataclass
 class World:
     """All people of the world, train ones first, made by `build_world(seed, ...)`."""
@@ -233,9 +246,12 @@ class World:
     people: list[Entity]
 
     def entities(self, split: str = "train") -> list[Entity]:
-        if split not in ("train", "heldout"):
-            raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
-        return [e for e in self.people if e.split == split]
+        """The people of one part (SPLITS), or of "heldout": dev and test together (rows made from
+        it mix the two parts; write_corpus never makes them)."""
+        if split not in SPLITS + ("heldout",):
+            raise ValueError(f"split must be one of {SPLITS + ('heldout',)}, got {split!r}")
+        parts = ("dev", "test") if split == "heldout" else (split,)
+        return [e for e in self.people if e.split in parts]
 
     def passages(self, split: str = "train") -> list[str]:
         return [e.passage for e in self.entities(split)]
@@ -281,12 +297,16 @@ def _invent_names(rng: random.Random, n: int) -> list[tuple[str, str]]:
 
 def build_world(seed: int = 0, n_train: int = 320, n_heldout: int = 80) -> World:
     """Make the world: n_train + n_heldout people, each with 7 facts, a passage and a paraphrase.
-    Deterministic: the same seed gives the same world on any machine (random.Random only)."""
+    The held-out people are "dev" (the first n_heldout - n_heldout // 2) then "test" (the last
+    n_heldout // 2). Deterministic: the same seed gives the same world on any machine
+    (random.Random only), and the split draws nothing, so the people are those of before it."""
     rng = random.Random(seed)
     people = []
+    n_dev = n_heldout - n_heldout // 2
     for i, (name, surname) in enumerate(_invent_names(rng, n_train + n_heldout)):
         birth_year = rng.randint(1840, 1960)
-        e = Entity(name=name, surname=surname, split="train" if i < n_train else "heldout",
+        split = "train" if i < n_train else "dev" if i < n_train + n_dev else "test"
+        e = Entity(name=name, surname=surname, split=split,
                    birth_year=birth_year, birth_city=rng.choice(CITIES),
                    occupation=rng.choice(OCCUPATIONS), organisation=rng.choice(ORGANISATIONS),
                    join_year=birth_year + rng.randint(18, 45), instrument=rng.choice(INSTRUMENTS),
@@ -526,16 +546,21 @@ def e2e_rows(world: World, split: str = "train", n_candidates: int = 20, seed: i
 def write_corpus(out_dir: str, seed: int = 0, n_train: int = 320, n_heldout: int = 80,
                  k: int = 5, n_candidates: int = 20, questions: str = "description") -> dict[str, str]:
     """Write the JSONL files of one world into out_dir and return {name: path}.
-    pretrain_heldout is for measuring compression on unseen passages; never train on it.
+    Training: pretrain, instruct, e2e_train. Development (the "dev" people; the names they had
+    before the test part existed): pretrain_heldout (compression on unseen passages), instruct_heldout,
+    e2e_heldout; for logged diagnostics and for choosing recipes. Test (the "test" people): e2e_test
+    and pretrain_test, for the reported figures only. Never train on the last two groups.
     `questions` picks the kind of the instruct and end-to-end questions (QUESTION_KINDS)."""
     world = build_world(seed, n_train, n_heldout)
     files = {
         "pretrain": pretrain_rows(world, "train"),
-        "pretrain_heldout": pretrain_rows(world, "heldout"),
+        "pretrain_heldout": pretrain_rows(world, "dev"),
+        "pretrain_test": pretrain_rows(world, "test"),
         "instruct": instruct_rows(world, "train", k, seed, questions),
-        "instruct_heldout": instruct_rows(world, "heldout", k, seed, questions),
+        "instruct_heldout": instruct_rows(world, "dev", k, seed, questions),
         "e2e_train": e2e_rows(world, "train", n_candidates, seed, questions),
-        "e2e_heldout": e2e_rows(world, "heldout", n_candidates, seed, questions),
+        "e2e_heldout": e2e_rows(world, "dev", n_candidates, seed, questions),
+        "e2e_test": e2e_rows(world, "test", n_candidates, seed, questions),
     }
     os.makedirs(out_dir, exist_ok=True)
     paths = {}
@@ -554,10 +579,10 @@ def bm25_mrr(rows: list[dict]) -> float:
                      for r in rows)
 
 
-def bm25_report(world: World, n_candidates: int = 20, seed: int = 0) -> dict[str, float]:
-    """BM25 MRR on the held-out end-to-end rows of each question kind, and the MRR of a random order
-    (the mean of 1/rank over ranks 1..N): where the lexical baseline sits between chance and 1."""
-    report = {kind: bm25_mrr(e2e_rows(world, "heldout", n_candidates, seed, kind))
+def bm25_report(world: World, n_candidates: int = 20, seed: int = 0, split: str = "test") -> dict[str, float]:
+    """BM25 MRR on the end-to-end rows of one part (SPLITS) for each question kind, and the MRR of a
+    random order (the mean of 1/rank over ranks 1..N): where the lexical baseline sits between chance and 1."""
+    report = {kind: bm25_mrr(e2e_rows(world, split, n_candidates, seed, kind))
               for kind in ("description", "name")}
     report["random"] = sum(1 / r for r in range(1, n_candidates + 1)) / n_candidates
     return report
@@ -568,22 +593,26 @@ if __name__ == "__main__":
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-train", type=int, default=320, help="people whose passages are trained on")
-    parser.add_argument("--n-heldout", type=int, default=80, help="people kept for evaluation only")
+    parser.add_argument("--n-heldout", type=int, default=80,
+                        help="people kept out of training: the first half for development, the second for test")
     parser.add_argument("--k", type=int, default=5, help="docs per instruct row")
     parser.add_argument("--n-candidates", type=int, default=20, help="docs per end-to-end row")
     parser.add_argument("--questions", choices=QUESTION_KINDS, default="description",
                         help="instruct and end-to-end questions: describe the person, name them, or both")
     parser.add_argument("--report", action="store_true",
-                        help="also print BM25 MRR on the held-out end-to-end rows of each question kind")
+                        help="also print BM25 MRR on the dev and test end-to-end rows of each question kind")
     args = parser.parse_args()
-    print(f"seed {args.seed}: {args.n_train} train people, {args.n_heldout} held-out people, "
-          f"{args.questions} questions")
+    n_test = args.n_heldout // 2
+    print(f"seed {args.seed}: {args.n_train} train people, {args.n_heldout - n_test} dev people, "
+          f"{n_test} test people, {args.questions} questions")
     paths = write_corpus(args.out, args.seed, args.n_train, args.n_heldout, args.k, args.n_candidates,
                          args.questions)
     for name, path in paths.items():
         with open(path, encoding="utf-8") as f:
             print(f"{name:17s} {sum(1 for _ in f):6d} rows  {path}")
     if args.report:
-        report = bm25_report(build_world(args.seed, args.n_train, args.n_heldout), args.n_candidates, args.seed)
-        print(f"BM25 MRR, held-out end-to-end rows, N = {args.n_candidates}: "
-              + ", ".join(f"{kind} {100 * mrr:.1f}" for kind, mrr in report.items()))
+        world = build_world(args.seed, args.n_train, args.n_heldout)
+        for split in ("dev", "test"):
+            report = bm25_report(world, args.n_candidates, args.seed, split)
+            print(f"BM25 MRR, {split} end-to-end rows, N = {args.n_candidates}: "
+                  + ", ".join(f"{kind} {100 * mrr:.1f}" for kind, mrr in report.items()))

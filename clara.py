@@ -115,14 +115,24 @@ class LoRALinear(nn.Module):
         for A in self.lora_A.values():
             nn.init.kaiming_uniform_(A, a=math.sqrt(5))  # nn.Linear's own init, as in PEFT
         self.active: str | None = None  # set only through CLaRa.adapter(...)
+        self.merged_weight: torch.Tensor | None = None  # W + s B_a A_a while CLaRa.adapter merges
 
     def forward(self, x):
+        if self.merged_weight is not None:  # inference: the adapter folded into W, one matmul
+            return F.linear(x, self.merged_weight, self.base.bias)
         y = self.base(x)
         if self.active is None:
             return y
         A, B = self.lora_A[self.active], self.lora_B[self.active]
         delta = self.dropout(x).to(A.dtype) @ A.T @ B.T  # (..., D_in) -> (..., D_out); autocast may
         return y + (delta * self.scaling).to(y.dtype)   # run it in bf16, the weights stay fp32
+
+    @torch.no_grad()
+    def merge(self, name: str) -> torch.Tensor:
+        """W + (alpha / r) B_a A_a: (D_out, D_in) in W's dtype, the map forward computes for adapter
+        `name` without dropout, as one weight."""
+        W = self.base.weight
+        return (W.float() + self.scaling * (self.lora_B[name] @ self.lora_A[name])).to(W.dtype)
 
 
 def add_lora(backbone: nn.Module, r: int, alpha: int, dropout: float) -> list[LoRALinear]:
@@ -229,20 +239,31 @@ class CLaRa(nn.Module):
         return self.memory_tokens.device
 
     @contextmanager
-    def adapter(self, name: str | None):
+    def adapter(self, name: str | None, merge: bool | None = None):
         """Run the enclosed sub-forward with adapter `name` (or none). Explicit per call and
         restored after, so no global state outlives the forward; we use no gradient
-        checkpointing, which would re-run forwards at backward time outside this block."""
+        checkpointing, which would re-run forwards at backward time outside this block.
+        merge: fold the adapter into the frozen weights for the block, W' = W + (alpha/r) B A, so a
+        forward costs what the bare backbone's does (one matmul per linear instead of three, a
+        dropout call and two casts: most of a decoded token's time on a CPU). Default: merge in
+        inference (no gradient recorded, eval mode); never while recording gradients, where the
+        adapter must stay in the graph."""
         if name is not None and name not in ADAPTERS:
             raise ValueError(f"unknown adapter {name!r}; choose from {ADAPTERS}")
-        previous = self.lora_layers[0].active
+        if merge is None:
+            merge = not torch.is_grad_enabled() and not self.training
+        if merge and torch.is_grad_enabled():
+            raise RuntimeError("adapter(merge=True) while recording gradients: merged weights are "
+                               "constants, so no gradient would reach the adapter")
+        previous = [(layer.active, layer.merged_weight) for layer in self.lora_layers]
         for layer in self.lora_layers:
             layer.active = name
+            layer.merged_weight = layer.merge(name) if merge and name is not None else None
         try:
             yield
         finally:
-            for layer in self.lora_layers:
-                layer.active = previous
+            for layer, (active, merged) in zip(self.lora_layers, previous):
+                layer.active, layer.merged_weight = active, merged
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """Everything training can change: the three adapters and the memory tokens."""

@@ -543,3 +543,58 @@ def test_real_smollm2_runs_every_stage_and_answers_closed_book():
     model.config.system_prompt = "Answer briefly."
     answer = model.generate(["What is the capital of France?"], None, max_new_tokens=12)[0]
     assert "paris" in answer.lower(), f"the untuned backbone should know this: {answer!r}"
+
+
+# --- inference at the backbone's speed: the adapter merged into the weights -----------------------
+
+def _logits(model, ids):
+    return model.backbone(input_ids=ids).logits
+
+
+def test_merged_adapter_computes_what_the_unmerged_one_does():
+    model = tiny_clara()
+    randomize_adapters(model, scale=0.2)
+    model.eval()
+    ids = torch.tensor([[5, 17, 42, 7, 99, 3]])
+    with torch.no_grad():
+        with model.adapter("generator", merge=False):
+            unmerged = _logits(model, ids)
+            assert all(layer.merged_weight is None for layer in model.lora_layers)
+        with model.adapter("generator"):  # the default in eval mode without gradients: merged
+            assert all(layer.merged_weight is not None for layer in model.lora_layers)
+            merged = _logits(model, ids)
+        with model.adapter(None):
+            bare = _logits(model, ids)
+    torch.testing.assert_close(merged, unmerged, rtol=1e-5, atol=1e-5)
+    assert (merged - bare).abs().max() > 1e-2, "the adapter changes nothing: the test proves nothing"
+
+
+def test_merging_restores_weights_and_nests():
+    model = tiny_clara()
+    randomize_adapters(model, scale=0.2)
+    model.eval()
+    before = {n: p.detach().clone() for n, p in model.backbone.named_parameters()}
+    ids = torch.tensor([[5, 17, 42, 7]])
+    with torch.no_grad():
+        with model.adapter(None):
+            bare = _logits(model, ids)
+        with model.adapter("generator"):
+            outer = _logits(model, ids)
+            with model.adapter(None):  # a bare forward inside a merged block must be bare
+                torch.testing.assert_close(_logits(model, ids), bare, rtol=0, atol=0)
+            torch.testing.assert_close(_logits(model, ids), outer, rtol=0, atol=0)
+    assert all(layer.active is None and layer.merged_weight is None for layer in model.lora_layers)
+    for n, p in model.backbone.named_parameters():
+        assert torch.equal(p, before[n]), f"merging changed {n}"
+
+
+def test_no_merge_while_recording_gradients():
+    model = tiny_clara()
+    randomize_adapters(model)
+    model.eval()
+    with pytest.raises(RuntimeError, match="while recording gradients"):
+        with model.adapter("generator", merge=True):
+            pass
+    with model.adapter("generator"):  # the default with gradients on: unmerged, so B gets a gradient
+        _logits(model, torch.tensor([[5, 17, 42]])).sum().backward()
+    assert model.lora_layers[0].lora_B["generator"].grad.abs().sum() > 0

@@ -23,7 +23,7 @@ How the world is built (`build_world`):
    another. The train people and their random draws do not depend on the held-out split, so the
    training files are the same bytes as before the test part existed.
 
-Rows, with the official CLaRa JSONL field names (DESIGN.md section 5):
+Rows, with the official CLaRa JSONL field names (docs/design.md section 5):
 - `pretrain_rows`: 3 rows per passage, in passage order: simple QA (one question per fact),
   complex QA (each question needs two facts of the passage), paraphrase. These name the person:
   stage 1 is about reading one passage, not about finding it.

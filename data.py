@@ -1,4 +1,4 @@
-"""Readers for the official CLaRa JSONL formats (DESIGN.md section 5), with loud, precise errors.
+"""Readers for the official CLaRa JSONL formats (docs/design.md section 5), with loud, precise errors.
 
 Three stages, three row shapes (official data: HF dataset `apple/CLaRa_multi_stage`):
 

@@ -148,9 +148,10 @@ def test_before_stage_3_starts_theta_qr_as_the_run_did(tmp_path, qr_init):
     model.eval()  # as eval.py runs it: no LoRA dropout
     rows = corpus.e2e_rows(corpus.build_world(seed=0, n_train=8, n_heldout=8), "heldout", n_candidates=5)[:4]
     cache = VectorCache(model, rows, batch_size=4)
-    expected = {"scratch": clara_eval.query_scores(model, rows, cache, 4)}
-    model.init_query_reasoner()
-    expected["compressor"] = clara_eval.query_scores(model, rows, cache, 4)
+    with torch.no_grad():  # as eval.py scores (no gradient: adapters merged into the weights)
+        expected = {"scratch": clara_eval.query_scores(model, rows, cache, 4)}
+        model.init_query_reasoner()
+        expected["compressor"] = clara_eval.query_scores(model, rows, cache, 4)
     assert expected["scratch"] != expected["compressor"], "the test needs two starts that rank differently"
     (tmp_path / "args.json").write_text(json.dumps({"qr_init": qr_init}))
     args = argparse.Namespace(before=None, ckpt=str(tmp_path / "e2e"), batch_size=4)

@@ -236,9 +236,11 @@ def answer_settings(model, rows, passages, cache, picks, args):
     if "text-rag" in want:
         runs["text-rag"] = lambda idx: [passages[i] for i in idx]
     if "compressed" in want:
-        donor = donor_of["compressed"] = donors(rows, passages)
+        donor_of["compressed"] = donors(rows, passages)
         runs["compressed"] = lambda idx: cache([passages[i] for i in idx])  # (B, k, l, D)
-        runs["compressed-shuffled"] = lambda idx: cache([passages[donor[i]] for i in idx])
+        # the donor list is bound now, as a default argument: a free name would be read later and
+        # see the end-to-end donors the loop below assigns (a control about the wrong passages)
+        runs["compressed-shuffled"] = lambda idx, donor=donor_of["compressed"]: cache([passages[donor[i]] for i in idx])
     for name, chosen in picks.items():  # rerank + generate from cached vectors, as CLaRa.answer does
         picked = [[r["docs"][c] for c in cs] for r, cs in zip(rows, chosen)]
         runs[name] = lambda idx, picked=picked: cache([picked[i] for i in idx])

@@ -159,3 +159,24 @@ def test_before_stage_3_starts_theta_qr_as_the_run_did(tmp_path, qr_init):
         scores, where = clara_eval.before_scores(model, rows, cache, args)
     assert scores == expected[qr_init]
     assert ("scratch" in where) == (qr_init == "scratch"), where
+
+
+def test_each_shuffled_control_reads_the_passages_its_recorded_donors_name():
+    """compressed-shuffled must read passages[compressed_donor[i]], not the end-to-end donors (a
+    free variable rebound by the end-to-end branch once made it do so)."""
+    rows = [{"question": "q0", "docs": ["a", "x"], "pos_index": [0], "where": "f:1"},
+            {"question": "q1", "docs": ["b", "a"], "pos_index": [0], "where": "f:2"},
+            {"question": "q2", "docs": ["c", "z"], "pos_index": [0], "where": "f:3"}]
+    passages = [["a"], ["b"], ["c"]]
+    picks = {"end-to-end": [[1], [1], [1]]}  # picked: x, a, z
+
+    class Echo:  # generates the passages it was given, so a prediction names what it read
+        def generate(self, questions, docs, max_new_tokens, docs_as_text=False):
+            return ["|".join(d) for d in docs]
+    args = argparse.Namespace(max_new_tokens=1, settings=["compressed", "end-to-end"], batch_size=8)
+    preds, donor_of = clara_eval.answer_settings(Echo(), rows, passages, lambda lists: lists, picks, args)
+    assert donor_of["compressed"] != donor_of["end-to-end"], "the test needs two different donor lists"
+    picked = [["x"], ["a"], ["z"]]
+    for i in range(3):
+        assert preds["compressed-shuffled"][i] == "|".join(passages[donor_of["compressed"][i]])
+        assert preds["end-to-end-shuffled"][i] == "|".join(picked[donor_of["end-to-end"][i]])

@@ -322,3 +322,13 @@ def test_the_shuffled_control_of_the_diagnostics_never_reads_a_rows_own_passage(
         torch.testing.assert_close(shuffled, model.generator_loss(instr, M[[2, 2, 0]].unsqueeze(1), targets))
         rolled = model.generator_loss(instr, M.roll(1, dims=0).unsqueeze(1), targets)
     assert shuffled.item() != rolled.item(), "the control still rolls the batch by one"
+
+
+def test_a_stage_of_zero_steps_keeps_the_weights_it_started_from(tmp_path):
+    """--steps 2 0 1 once crashed after stage 1 trained: DONE was written into a directory that
+    only a save creates. The 0-step stage's checkpoint is the one it started from."""
+    train.main(SMALL + ["--steps", "2", "0", "1", "--out", str(tmp_path)])
+    for stage in ("pretrain", "instruct", "e2e"):
+        assert (tmp_path / stage / "DONE").exists(), stage
+    a, b = load_file(tmp_path / "pretrain" / "adapters.safetensors"), load_file(tmp_path / "instruct" / "adapters.safetensors")
+    assert all(torch.equal(a[n], b[n]) for n in a), "a 0-step stage changed the weights"

@@ -443,6 +443,8 @@ def run_stage(model, stage, args, sources, device, autocast, log, counter=None):
             barrier()  # rank 0 has written the checkpoint before any process exits
             raise SystemExit(f"stage {stage}: stopped after step {done} as asked (--stop-after)")
     if is_main():
+        if not os.path.exists(os.path.join(directory, "config.json")):  # a stage of 0 steps: its
+            model.save(directory)  # checkpoint is the one it started from
         open(os.path.join(directory, "DONE"), "w").write("done\n")
 
 

@@ -121,6 +121,27 @@ def greedy_decode(model, embeds, mask, stop_ids, max_new_tokens: int) -> list[li
     return [r[:next((i for i, t in enumerate(r) if t in stop_ids), len(r))] for r in rows]
 
 
+def states_at_layer(backbone, layer: int, **inputs) -> torch.Tensor:
+    """The backbone's states at `layer`, an index into HF's hidden_states (0 = embeddings, -1 = after
+    the final norm), computing only the layers needed: with CLaRa's default -2 the last layer is
+    skipped, as nothing reads what it would compute. (B, T) inputs -> (B, T, D)."""
+    base = backbone.base_model
+    if not (hasattr(base, "layers") and hasattr(base, "norm")):  # not Llama-like: run it all
+        return base(**inputs, output_hidden_states=True).hidden_states[layer]
+    n = len(base.layers)
+    if not -(n + 1) <= layer <= n:
+        raise ValueError(f"memory_layer {layer} is outside the backbone's {n + 1} hidden states (-{n + 1}..{n})")
+    i = layer % (n + 1)  # hidden_states[i] = output of layer i - 1
+    if i == n:  # the paper's choice: the final layer, after the final norm
+        return base(**inputs, use_cache=False).last_hidden_state
+    layers, norm = base.layers, base.norm
+    base.layers, base.norm = layers[:i], torch.nn.Identity()  # layers 0..i-1 only, their raw output
+    try:
+        return base(**inputs, use_cache=False).last_hidden_state
+    finally:
+        base.layers, base.norm = layers, norm
+
+
 def chat_pieces(tokenizer, system_prompt: str, separator: str) -> dict:
     """The generator's prompt around its document slots, rendered once in the backbone's chat
     template: token ids before the slots, the separator's ids, the text around the question, the

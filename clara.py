@@ -40,7 +40,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from backbones import CALIBRATION_TEXT, chat_pieces, greedy_decode, load_backbone  # load_backbone: re-exported
+from backbones import (CALIBRATION_TEXT, chat_pieces, greedy_decode, load_backbone,  # load_backbone:
+                       states_at_layer)  # re-exported for `from clara import load_backbone`
 from runtime import atomic_write
 
 ADAPTERS = ("compressor", "query_reasoner", "generator")  # theta_c, theta_qr, theta_g
@@ -229,7 +230,8 @@ class CLaRa(nn.Module):
         emb = self.backbone.get_input_embeddings().weight.detach().float()  # (V, D)
         ids = self.tokenizer(CALIBRATION_TEXT, add_special_tokens=False, return_tensors="pt")["input_ids"]
         with self.adapter(None):
-            h = self._memory_layer_states(input_ids=ids.to(emb.device))[0, 1:].float()  # (T - 1, D)
+            h = states_at_layer(self.backbone, self.config.memory_layer, input_ids=ids.to(emb.device))
+        h = h[0, 1:].float()  # (T - 1, D)
         scale = emb.std(0) / h.std(0).clamp(min=1e-6)  # (D,)
         self.memory_scale.copy_(scale)
         self.memory_shift.copy_(emb.mean(0) - h.mean(0) * scale)
@@ -307,7 +309,8 @@ class CLaRa(nn.Module):
         mask = torch.cat([text_mask, torch.ones(n, l, dtype=torch.long, device=self.device)], 1)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: first real token at 0
         with self.adapter(adapter):
-            h = self._memory_layer_states(inputs_embeds=inputs, attention_mask=mask, position_ids=positions)
+            h = states_at_layer(self.backbone, self.config.memory_layer, inputs_embeds=inputs,
+                                attention_mask=mask, position_ids=positions)
         if self.config.memory_norm == "standardize":  # per dimension, to the embeddings' statistics
             h = h * self.memory_scale + self.memory_shift
         elif self.config.memory_norm == "rescale":  # every state to the input embeddings' mean norm
@@ -319,30 +322,6 @@ class CLaRa(nn.Module):
             doc_mean = (h[:, :T] * m).sum(1) / m.sum(1)  # (n, D)
             mse = F.mse_loss(vecs.mean(1), doc_mean)  # averaged over D, as F.mse_loss does
         return vecs, mse
-
-    def _memory_layer_states(self, input_ids=None, inputs_embeds=None, attention_mask=None,
-                             position_ids=None) -> torch.Tensor:
-        """Backbone states at config.memory_layer (an index into HF's hidden_states: 0 = embeddings,
-        -1 = after the final norm), computing only the layers needed: with the default -2 the last
-        layer is skipped, as nothing reads what it would compute. (B, T) inputs -> (B, T, D)."""
-        base = self.backbone.base_model
-        inputs = dict(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                      position_ids=position_ids)
-        if not (hasattr(base, "layers") and hasattr(base, "norm")):  # not Llama-like: run it all
-            return base(**inputs, output_hidden_states=True).hidden_states[self.config.memory_layer]
-        n = len(base.layers)
-        if not -(n + 1) <= self.config.memory_layer <= n:
-            raise ValueError(f"memory_layer {self.config.memory_layer} is outside the backbone's "
-                             f"{n + 1} hidden states (-{n + 1}..{n})")
-        i = self.config.memory_layer % (n + 1)  # hidden_states[i] = output of layer i - 1
-        if i == n:  # the paper's choice: the final layer, after the final norm
-            return base(**inputs, use_cache=False).last_hidden_state
-        layers, norm = base.layers, base.norm
-        base.layers, base.norm = layers[:i], nn.Identity()  # layers 0..i-1 only, their raw output
-        try:
-            return base(**inputs, use_cache=False).last_hidden_state
-        finally:
-            base.layers, base.norm = layers, norm
 
     def compress(self, docs: list[str], with_mse: bool = False):
         """Documents -> memory vectors M (N, l, D) with the compressor theta_c (Sec. 2.1).

@@ -14,6 +14,8 @@ is silently skipped: every bad row raises `ValueError("path:17: field 'docs': ..
 A `None` value counts as absent, because `datasets` fills a column missing from a row with None.
 """
 import json
+import math
+import re
 from pathlib import Path
 
 STAGES = ("pretrain", "instruct", "e2e")
@@ -311,4 +313,108 @@ def _txt_passages(path: Path, paragraphs: bool) -> list[tuple[str, str]]:
                 run = []
     if not out:
         raise ValueError(f"{path}: no passages (the file is empty or blank)")
+    return out
+
+
+# ---------------------------------------------------------------------------- a training run's rows
+
+DATA_FILES = {"pretrain": ("pretrain.jsonl", "pretrain_heldout.jsonl"),  # a data directory's files:
+              "instruct": ("instruct.jsonl", "instruct_heldout.jsonl"),  # (training, development part)
+              "e2e": ("e2e_train.jsonl", "e2e_heldout.jsonl")}
+
+
+def stage_sources(items: list[str], stage: str = "all") -> dict:
+    """train.py's --data -> {stage: (training source, held-out source or None)}: a directory with
+    DATA_FILES, STAGE=SOURCE pairs, or one source for a single stage."""
+    if len(items) == 1 and "=" not in items[0] and not Path(items[0]).is_dir():
+        if stage == "all":
+            raise SystemExit("--stage all needs a directory or STAGE=SOURCE pairs in --data")
+        return {stage: (items[0], None)}
+    sources = {}
+    for item in items:
+        if Path(item).is_dir():
+            for name, (train_file, eval_file) in DATA_FILES.items():
+                held = Path(item) / eval_file
+                sources[name] = (str(Path(item) / train_file), str(held) if held.exists() else None)
+        elif "=" in item:
+            name, source = item.split("=", 1)
+            if name not in STAGES:
+                raise SystemExit(f"--data {item}: unknown stage {name!r}; choose from {STAGES}")
+            sources[name] = (source, None)
+        else:
+            raise SystemExit(f"--data {item}: give a directory or STAGE=SOURCE pairs")
+    return sources
+
+
+def row_passages(row: dict, stage: str) -> list[str]:
+    """The passages a row is about: its passage (pretrain), its positives, else all its docs."""
+    if stage == "pretrain":
+        return [row["doc"]]
+    return [row["docs"][i] for i in row["pos_index"]] if row.get("pos_index") else row["docs"]
+
+
+def shown_passages(row: dict, stage: str) -> list[str]:
+    """Every passage a row puts before the generator: its passage (pretrain), else all its docs."""
+    return [row["doc"]] if stage == "pretrain" else row["docs"]
+
+
+def split_by_passage(rows: list[dict], stage: str, n_eval: int, where: str):
+    """Held-out rows for a source with no held-out file: the rows about the last distinct passages
+    of the file, until there are n_eval of them. A training row that shows one of those passages
+    anywhere (even as a distractor) is dropped, so no held-out passage is ever trained on.
+    -> (training rows, held-out rows, number of dropped rows)."""
+    held_passages, held = set(), []
+    for row in reversed(rows):
+        if len(held) >= n_eval:
+            break
+        held_passages.update(row_passages(row, stage))
+        held = [r for r in rows if held_passages & set(row_passages(r, stage))]
+    train = [r for r in rows if not held_passages & set(shown_passages(r, stage))]
+    if len(held) < n_eval or not train:
+        raise SystemExit(f"{where}: {len(rows)} rows cannot give {n_eval} held-out rows about passages "
+                         f"that no training row shows ({len(train)} training rows would be left)")
+    return train, held, len(rows) - len(train) - len(held)
+
+
+def pick_held_out(held: list[dict], stage: str, n: int, where: str) -> list[dict]:
+    """n of the (already shuffled) held-out rows for the logged diagnostics, each with a
+    shuffled-control donor among them (a row showing none of its passages, metrics.shuffle_donors):
+    the first n when they have; else, first the rows that share no passage with a row already
+    picked, then the rest in order. Refuses, naming the file, when a row would have no donor."""
+    def lacking(rows):  # rows that share a passage with every other row
+        sets = [set(shown_passages(r, stage)) for r in rows]
+        return [r for r, s in zip(rows, sets) if all(s & o for o in sets if o is not s)]
+
+    picked = held[:n]
+    if lacking(picked):
+        picked, seen = [], set()
+        for row in held:
+            if len(picked) < n and not seen & set(shown_passages(row, stage)):
+                picked.append(row)
+                seen.update(shown_passages(row, stage))
+        picked += [r for r in held if not any(r is p for p in picked)][:n - len(picked)]
+    if lacking(picked):
+        raise SystemExit(f"{where}: held-out row {lacking(picked)[0]['where']} shares a passage with "
+                         f"every other held-out row, so its shuffled control has no donor; use more "
+                         f"--eval-rows or held-out rows about other passages")
+    return picked
+
+
+def pretrain_inputs(rows: list[dict]) -> tuple[list[str], list[str], list[str]]:
+    """Stage-1 rows -> (passages, targets, kinds) for CLaRa.pretrain_loss."""
+    targets = [format_qa_target(r["questions"], r["answers"]) if r["kind"] == "qa" else r["answers"][0]
+               for r in rows]
+    return [r["doc"] for r in rows], targets, [r["kind"] for r in rows]
+
+
+def curriculum_rows(rows: list[dict], progress: float) -> list[dict]:
+    """Easy-to-hard warm-up of stage 1 (a deviation from the paper, off by default): each passage is
+    cut to its first sentences, the more the further `progress` (0..1] goes, and the target is that
+    text itself (a paraphrase row). Short inputs in l vectors are easy to compress, so the generator
+    learns to read the vectors before the real SCP targets (docs/design.md section 8)."""
+    out = []
+    for r in rows:
+        sentences = re.split(r"(?<=[.!?])\s+", r["doc"].strip())
+        text = " ".join(sentences[:max(1, math.ceil(progress * len(sentences)))])
+        out.append({**r, "kind": "paraphrase", "doc": text, "questions": [], "answers": [text]})
     return out

@@ -8,6 +8,8 @@ import torch
 from safetensors.torch import load_file
 
 import corpus
+import data
+import metrics
 import runtime
 import train
 from clara import CLaRa, LoRALinear, VectorCache, load_backbone
@@ -68,7 +70,7 @@ def test_too_few_candidates_for_n_is_an_error(tmp_path):
 def test_curriculum_grows_passage_prefixes_to_the_whole_passage():
     row = {"kind": "qa", "doc": "Varel was born in 1874. He made lutes! Did he play? He did.",
            "questions": ["Who?"], "answers": ["Varel"], "where": "x:1"}
-    docs = [train.curriculum_rows([row], p)[0] for p in (0.1, 0.5, 1.0)]
+    docs = [data.curriculum_rows([row], p)[0] for p in (0.1, 0.5, 1.0)]
     assert [d["doc"] for d in docs] == ["Varel was born in 1874.", "Varel was born in 1874. He made lutes!",
                                         row["doc"]]
     for d in docs:
@@ -167,6 +169,26 @@ def test_held_out_rows_from_a_training_file_share_no_passage_with_training_rows(
     for r in train_rows:
         assert not held_passages & set(r["docs"]), f"{r['where']} shows a held-out passage"
     assert len(train_rows) == 15 - 6 - 3  # 2 held-out passages x 3 rows; 3 rows show one as distractor
+
+
+def test_eval_rows_2_gives_every_held_out_row_a_shuffled_control_donor(tmp_path):
+    # seed 1 of the embedded corpus: its first 2 shuffled instruct held-out rows share a passage, so
+    # stage 2's diagnostics found no donor and crashed; the rows picked now always have one
+    args = train.parse_args(["--seed", "1", "--eval-rows", "2", "--out", str(tmp_path)])
+    _, held = train.load_stage_rows(args, "instruct", train.resolve_sources(args))
+    docs = [[r["docs"][i] for i in data.oracle_k(r, args.instruct_k)] for r in held]
+    assert len(held) == 2 and metrics.shuffle_donors(docs, docs) == [1, 0]
+
+
+def test_pick_held_out_keeps_the_first_rows_if_they_have_donors_else_picks_rows_that_do():
+    row = lambda i, *docs: {"where": f"f.jsonl:{i}", "docs": list(docs)}
+    kept = [row(1, "a", "b"), row(2, "b", "c"), row(3, "d", "e"), row(4, "f", "g")]
+    assert data.pick_held_out(kept, "instruct", 3, "f.jsonl") == kept[:3]  # row 3 is everyone's donor
+    rows = [row(1, "a", "b"), row(2, "b", "c"), row(3, "c", "d"), row(4, "e", "f")]  # 2 has no donor in 1-3
+    assert [r["where"] for r in data.pick_held_out(rows, "instruct", 3, "f.jsonl")] == \
+        ["f.jsonl:1", "f.jsonl:3", "f.jsonl:4"]
+    with pytest.raises(SystemExit, match="f.jsonl:1 shares a passage with every other"):
+        data.pick_held_out([row(1, "a", "b"), row(2, "b", "c"), row(3, "a", "c")], "instruct", 3, "f.jsonl")
 
 
 @pytest.mark.parametrize("n", ["1", "0", "-3"])

@@ -36,10 +36,7 @@ from runtime import (FlopCounter, all_reduce_grads, atomic_write, backbone_dtype
                      gather_chunks, is_main, measure_peak_flops, micro_batches, pick_device, setup_distributed,
                      shard, teardown_distributed, world_size)
 
-STAGES = ("pretrain", "instruct", "e2e")
-DATA_FILES = {"pretrain": ("pretrain.jsonl", "pretrain_heldout.jsonl"),
-              "instruct": ("instruct.jsonl", "instruct_heldout.jsonl"),
-              "e2e": ("e2e_train.jsonl", "e2e_heldout.jsonl")}
+from data import STAGES
 TRAINS = {"pretrain": ("compressor", "generator", "memory"),  # paper Sec. 2-3; docs/design.md section 4
           "instruct": ("compressor", "generator"),
           "e2e": ("query_reasoner", "generator")}
@@ -143,31 +140,14 @@ def clara_config(args) -> CLaRaConfig:
 # --- data ----------------------------------------------------------------------------------------
 
 def resolve_sources(args) -> dict:
-    """-> {stage: (train source, eval source or None)}."""
+    """-> {stage: (train source, held-out source or None)}; the embedded corpus when --data is empty."""
     if not args.data:
         directory = os.path.join(args.out, "data")
-        if is_main() and not os.path.exists(os.path.join(directory, "e2e_heldout.jsonl")):
+        if is_main() and not os.path.exists(os.path.join(directory, "e2e_test.jsonl")):
             corpus.write_corpus(directory, seed=args.seed)
         barrier()  # the other ranks read what rank 0 wrote
         args.data = [directory]
-    if len(args.data) == 1 and "=" not in args.data[0] and not os.path.isdir(args.data[0]):
-        if args.stage == "all":
-            raise SystemExit("--stage all needs a directory or STAGE=SOURCE pairs in --data")
-        return {args.stage: (args.data[0], None)}
-    sources = {}
-    for item in args.data:
-        if os.path.isdir(item):
-            for stage, (train_file, eval_file) in DATA_FILES.items():
-                held = os.path.join(item, eval_file)
-                sources[stage] = (os.path.join(item, train_file), held if os.path.exists(held) else None)
-        elif "=" in item:
-            stage, source = item.split("=", 1)
-            if stage not in STAGES:
-                raise SystemExit(f"--data {item}: unknown stage {stage!r}; choose from {STAGES}")
-            sources[stage] = (source, None)
-        else:
-            raise SystemExit(f"--data {item}: give a directory or STAGE=SOURCE pairs")
-    return sources
+    return data.stage_sources(args.data, args.stage)
 
 
 def load_stage_rows(args, stage, sources):
@@ -182,11 +162,12 @@ def load_stage_rows(args, stage, sources):
         if not rows:
             raise SystemExit(f"{train_src}: no rows of kinds {sorted(kinds)} (--pretrain-kinds)")
     if held is None:  # hold out the rows about the last passages of the file; never trained on
-        rows, held, dropped = split_by_passage(rows, stage, args.eval_rows, train_src)
+        rows, held, dropped = data.split_by_passage(rows, stage, args.eval_rows, train_src)
         print(f"stage {stage}: held out {len(held)} rows about the last passages of {train_src}; "
               f"dropped {dropped} training rows that show one of them")
     random.Random(args.seed).shuffle(held)
-    held = held[:args.eval_rows]
+    held = held[:args.eval_rows] if stage == "e2e" else \
+        data.pick_held_out(held, stage, args.eval_rows, eval_src or train_src)  # with shuffled-control donors
     if args.limit:
         rows = rows[:args.limit]
     if not rows:
@@ -196,52 +177,6 @@ def load_stage_rows(args, stage, sources):
     if stage == "instruct":
         data.check_candidates(rows + held, max(args.instruct_k, args.instruct_k_start))
     return rows, held
-
-
-def row_passages(row, stage) -> list[str]:
-    """The passages a row is about: its passage (pretrain), its positives, else all its docs."""
-    if stage == "pretrain":
-        return [row["doc"]]
-    return [row["docs"][i] for i in row["pos_index"]] if row.get("pos_index") else row["docs"]
-
-
-def split_by_passage(rows, stage, n_eval, where):
-    """Held-out rows for a source with no *_heldout file: the rows about the last distinct passages
-    of the file, until there are n_eval of them. A training row that shows one of those passages
-    anywhere (even as a distractor) is dropped, so no held-out passage is ever trained on.
-    -> (training rows, held-out rows, number of dropped rows)."""
-    held_passages, held = set(), []
-    for row in reversed(rows):
-        if len(held) >= n_eval:
-            break
-        held_passages.update(row_passages(row, stage))
-        held = [r for r in rows if held_passages & set(row_passages(r, stage))]
-    shows = (lambda r: r["doc"] in held_passages) if stage == "pretrain" else \
-        (lambda r: bool(held_passages & set(r["docs"])))
-    train = [r for r in rows if not shows(r)]
-    if len(held) < n_eval or not train:
-        raise SystemExit(f"{where}: {len(rows)} rows cannot give {n_eval} held-out rows about passages "
-                         f"that no training row shows ({len(train)} training rows would be left)")
-    return train, held, len(rows) - len(train) - len(held)
-
-
-def curriculum_rows(rows, progress):
-    """Easy-to-hard warm-up of stage 1 (a deviation from the paper, off with --curriculum 0): each
-    passage is cut to its first sentences, the more the further `progress` (0..1] goes, and the
-    target is that text itself (a paraphrase row). Short inputs in l vectors are easy to compress,
-    so the generator learns to read the vectors before the real SCP targets (docs/design.md section 8)."""
-    out = []
-    for r in rows:
-        sentences = re.split(r"(?<=[.!?])\s+", r["doc"].strip())
-        text = " ".join(sentences[:max(1, math.ceil(progress * len(sentences)))])
-        out.append({**r, "kind": "paraphrase", "doc": text, "questions": [], "answers": [text]})
-    return out
-
-
-def pretrain_batch(rows):
-    targets = [data.format_qa_target(r["questions"], r["answers"]) if r["kind"] == "qa" else r["answers"][0]
-               for r in rows]
-    return [r["doc"] for r in rows], targets, [r["kind"] for r in rows]
 
 
 def sharded(fn, batches):
@@ -263,7 +198,7 @@ def stage_loss(model, stage, rows, args, cache=None, shuffle=False, k=None):
     """A stage's loss on rows; shuffle=True (stages 1-2): the shuffled control, each row reading the
     vectors of a row about other passages (metrics.shuffle_donors)."""
     if stage == "pretrain":
-        docs, targets, kinds = pretrain_batch(rows)
+        docs, targets, kinds = data.pretrain_inputs(rows)
         donors = metrics.shuffle_donors([[d] for d in docs], [[d] for d in docs]) if shuffle else None
         return model.pretrain_loss(docs, targets, kinds, donors=donors)
     if stage == "instruct":
@@ -406,7 +341,7 @@ def run_stage(model, stage, args, sources, device, autocast, log, counter=None):
         step_batch = order.sample(rows, min(bs, len(rows)))  # a data set smaller than a batch is used whole
         for batch in micro_batches(step_batch, args.grad_accum):  # this process's share, in pieces
             if stage == "pretrain" and step < args.curriculum:
-                batch = curriculum_rows(batch, (step + 1) / args.curriculum)
+                batch = data.curriculum_rows(batch, (step + 1) / args.curriculum)
             with autocast:
                 out = stage_loss(model, stage, batch, args, cache, k=instruct_k_at(args, step, steps))
             (out["loss"] / args.grad_accum).backward()
@@ -427,7 +362,7 @@ def run_stage(model, stage, args, sources, device, autocast, log, counter=None):
                 rec["hit"], rec["mrr"] = ranking_metrics(out["scores"], batch, args.top_k)
             rec.update(diagnostics(model, stage, held, args, cache, autocast))
             if stage == "pretrain" and step < args.curriculum:  # the gap on the warm-up task itself
-                easy = diagnostics(model, stage, curriculum_rows(held, (step + 1) / args.curriculum),
+                easy = diagnostics(model, stage, data.curriculum_rows(held, (step + 1) / args.curriculum),
                                    args, cache, autocast)
                 rec.update({f"curriculum_{k}": v for k, v in easy.items()})
             log(rec)

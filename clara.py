@@ -374,10 +374,10 @@ class CLaRa(nn.Module):
                 raise ValueError(f"{len(questions)} questions but {len(targets)} targets")
             self._token_ids(targets, 10**9, "targets")
 
-    def generator_loss(self, questions: list[str], doc_vecs: torch.Tensor | None,
-                       targets: list[str]) -> torch.Tensor:
+    def generator_loss(self, questions: list[str], doc_vecs, targets: list[str]) -> torch.Tensor:
         """Next-token cross-entropy of theta_g on the target tokens only (prompt and padding are
-        label -100), reading doc_vecs (B, k, l, D) spliced into the user turn; None = no documents."""
+        label -100), reading doc_vecs (B, k, l, D) spliced into the user turn, or B lists of k
+        passages read as text; None = no documents."""
         self._check_batch(questions, doc_vecs, targets)
         rows, labels = [], []
         for b, (q, t) in enumerate(zip(questions, targets)):
@@ -398,10 +398,10 @@ class CLaRa(nn.Module):
 
     @torch.no_grad()
     def generate(self, questions: list[str], docs=None, max_new_tokens: int = 32,
-                 docs_as_text: bool = False) -> list[str]:
+                 docs_as_text: bool = False, adapter: str | None = "generator") -> list[str]:
         """Greedy answers from the given documents in order: docs is a tensor (B, k, l, D), or a
         list of k passages per question (compressed first, or read as text if docs_as_text), or
-        None (closed-book)."""
+        None (closed-book). adapter=None: the bare backbone (eval's untuned text-RAG reference)."""
         self._check_batch(questions, docs)
         if docs is not None and not torch.is_tensor(docs) and not docs_as_text:
             docs = self._compress_nested(docs)  # (B, k, l, D)
@@ -411,7 +411,7 @@ class CLaRa(nn.Module):
         x = torch.stack([F.pad(p, (0, 0, T - len(p), 0)) for p in prompts])  # (B, T, D)
         mask = torch.stack([F.pad(torch.ones(len(p), dtype=torch.long, device=self.device),
                                   (T - len(p), 0)) for p in prompts])  # (B, T)
-        with self.adapter("generator"):
+        with self.adapter(adapter):
             rows = greedy_decode(self.backbone, x, mask, self._chat["stop"], max_new_tokens)
         return [self.tokenizer.decode(r, skip_special_tokens=True).strip() for r in rows]
 
@@ -449,10 +449,15 @@ class CLaRa(nn.Module):
         return {"loss": ce + self.config.mse_weight * mse, "ce": ce.detach(), "mse": mse.detach()}
 
     def instruct_loss(self, questions: list[str], docs: list[list[str]], answers: list[str],
-                      donors: list[int] | None = None) -> dict:
+                      donors: list[int] | None = None, as_text: bool = False) -> dict:
         """Stage 2: question + k passages (compressed) -> answer; CE + lambda * MSE. donors: row b
-        reads the k passages' vectors of row donors[b] (the shuffled control, as in pretrain_loss)."""
+        reads the k passages' vectors of row donors[b] (the shuffled control, as in pretrain_loss).
+        as_text: the passages are read as text, no compression and no MSE (the same-budget text-RAG
+        reference, not the method: train.py --instruct-reads text)."""
         self._check_batch(questions, docs, answers)
+        if as_text:
+            ce = self.generator_loss(questions, docs if donors is None else [docs[d] for d in donors], answers)
+            return {"loss": ce, "ce": ce.detach()}
         M, mse = self._compress_nested(docs, with_mse=True)  # (B, k, l, D)
         if donors is not None:
             M = M[donors]

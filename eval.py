@@ -1,14 +1,19 @@
 """Evaluate a CLaRa checkpoint: answers (EM/F1/CEM), reranking (MRR, Recall@k) and efficiency.
 
     python train.py    # writes runs/default/{pretrain,instruct,e2e}/ and runs/default/data/
-    python eval.py     # runs/default/e2e on 200 held-out questions of the embedded corpus
+    python eval.py     # runs/default/e2e on the 280 test questions of the embedded corpus
+    python eval.py --part dev    # the development questions (for choosing recipes), not the test
     python eval.py --ckpt runs/x/e2e --data e2e_test.jsonl --limit 0 --out results.json
 
 A number alone says nothing, so every setting runs on the same questions, with the same backbone,
-the same generator adapter (theta_g), the same prompt and the same greedy decoding:
+the same generator adapter (theta_g, except the text references), the same prompt and the same
+greedy decoding:
     closed-book  no documents: what the generator knows or guesses without retrieval (on the
                  fictional corpus, the floor: nobody can know these people).
-    text-rag     the k passages as text (truncated to L tokens): the generator reading the words.
+    text-rag     the k passages as text (truncated to L tokens), two references, neither the method:
+                 "text-rag" is theta_g of the same-budget text run (experiments/text_reference.sh:
+                 stage 2 again, same rows and steps, reading text), the fair opponent of compressed;
+                 "text-rag-untuned" is the backbone with no adapter reading them.
     compressed   the same k passages as l memory vectors each (paper Sec. 2): what compression keeps.
     shuffled     control of compressed: each question reads the vectors of another question's k
                  passages. The gap compressed - shuffled is what the vectors carry (docs/design.md
@@ -31,6 +36,7 @@ import json
 import os
 import statistics
 import time
+from contextlib import contextmanager, nullcontext
 
 import torch
 
@@ -42,6 +48,7 @@ from clara import QUERY_FIELDS, CLaRa, VectorCache, load_tensors
 from runtime import pick_device, sync
 
 SETTINGS = ("closed-book", "text-rag", "compressed", "end-to-end", "rerank", "efficiency")
+PARTS = {"test": "e2e_test.jsonl", "dev": "e2e_heldout.jsonl"}  # corpus.py: held-out people, 40 + 40
 RECALL_AT = (1, 3, 5)
 
 
@@ -49,10 +56,15 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", default="runs/default/e2e", help="checkpoint directory written by train.py")
     p.add_argument("--data", default=None, help="e2e JSONL file or HF dataset id (default: the run's "
-                   "embedded held-out split, <run dir>/data/e2e_heldout.jsonl)")
+                   "embedded corpus, its --part)")
+    p.add_argument("--part", choices=tuple(PARTS), default="test",
+                   help="which held-out part of the embedded corpus: test (what results report) or dev "
+                        "(for choosing recipes)")
+    p.add_argument("--text-reference", default="auto", help="checkpoint of the same-budget text-RAG "
+                   "reference (experiments/text_reference.sh); auto: <run dir>_text/instruct if it exists")
     p.add_argument("--split", default="train", help="split, when --data is a HF dataset id")
-    p.add_argument("--limit", type=int, default=200, help="first LIMIT questions (0 = all); 200 give "
-                   "intervals of about +-4 EM points on a gap")
+    p.add_argument("--limit", type=int, default=0, help="first LIMIT questions (0 = all: 280 in the "
+                   "embedded test part, intervals of about +-3.5 EM points on a gap)")
     p.add_argument("--k", type=int, default=None, help="passages per question (default: checkpoint's top_k)")
     p.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS))
     p.add_argument("--before", default=None, help="checkpoint for the before-stage-3 reranker "
@@ -68,9 +80,10 @@ def parse_args(argv=None):
 
 # --- data ----------------------------------------------------------------------------------------
 
-def default_data(run_dir):
-    """The run's embedded held-out split: the file train.py wrote, else regenerated from its seed."""
-    path = os.path.join(run_dir, "data", "e2e_heldout.jsonl")
+def default_data(run_dir, part="test"):
+    """The run's embedded held-out part: the file train.py wrote, else the corpus written again from
+    the run's seed (its training files come out byte-identical: runs older than the test part)."""
+    path = os.path.join(run_dir, "data", PARTS[part])
     if os.path.exists(path):
         return path
     args_path, seed = os.path.join(run_dir, "args.json"), 0
@@ -79,7 +92,8 @@ def default_data(run_dir):
             seed = json.load(f)["seed"]
     print(f"data: {path} missing; writing the embedded corpus there (seed {seed}"
           f"{'' if os.path.exists(args_path) else ', no args.json'})")
-    return corpus.write_corpus(os.path.dirname(path), seed=seed)["e2e_heldout"]
+    corpus.write_corpus(os.path.dirname(path), seed=seed)
+    return path
 
 
 def donors(rows, passages):
@@ -138,6 +152,44 @@ def qr_start(ckpt) -> str:
         return json.load(f).get("qr_init", "compressor")
 
 
+def check_same_config(model, directory, ckpt):
+    """Another checkpoint whose adapters eval swaps in must share the model's QUERY_FIELDS."""
+    with open(os.path.join(directory, "config.json")) as f:
+        saved = json.load(f)["config"]
+    diff = [f"{n} {saved.get(n)!r} vs {getattr(model.config, n)!r}" for n in QUERY_FIELDS
+            if saved.get(n) != getattr(model.config, n)]
+    if diff:
+        raise SystemExit(f"{directory}: configuration differs from {ckpt}: {', '.join(diff)}")
+
+
+def text_reference(args) -> tuple[str | None, str]:
+    """(checkpoint, note) of the same-budget text-RAG reference; a checkpoint whose run did not
+    train with --instruct-reads text is refused (its label would be wrong)."""
+    path = args.text_reference
+    if path == "auto":
+        path = os.path.join(os.path.dirname(os.path.abspath(args.ckpt)) + "_text", "instruct")
+        if not os.path.exists(os.path.join(path, "config.json")):
+            return None, f"skipped: no {path} (bash experiments/text_reference.sh RUN writes it)"
+    run_args = os.path.join(os.path.dirname(os.path.abspath(path)), "args.json")
+    reads = json.load(open(run_args)).get("instruct_reads") if os.path.exists(run_args) else None
+    if reads != "text":
+        raise SystemExit(f"--text-reference {path}: its run ({run_args}) did not train with --instruct-reads text")
+    return path, path
+
+
+@contextmanager
+def generator_of(model, directory):
+    """theta_g of another checkpoint in place of the model's for the block (one backbone: the
+    tensors are swapped in place and restored after)."""
+    own = {n: t.detach().clone() for n, t in model.trainable_state_dict().items()}
+    theirs = {n: t for n, t in load_tensors(directory).items() if n.endswith(".generator")}
+    model.load_trainable({**own, **theirs}, directory)
+    try:
+        yield
+    finally:
+        model.load_trainable(own, "the evaluated checkpoint")
+
+
 def before_scores(model, rows, cache, args):
     """Scores of the query reasoner where stage 3 starts: the instruct checkpoint with theta_qr <-
     theta_c, or as saved (zero-init) when the run used --qr-init scratch. Returns (scores or None,
@@ -145,12 +197,7 @@ def before_scores(model, rows, cache, args):
     before = args.before or os.path.join(os.path.dirname(os.path.abspath(args.ckpt)), "instruct")
     if not os.path.exists(os.path.join(before, "config.json")):
         return None, f"no checkpoint at {before}"
-    with open(os.path.join(before, "config.json")) as f:
-        saved = json.load(f)["config"]
-    diff = [f"{n} {saved.get(n)!r} vs {getattr(model.config, n)!r}" for n in QUERY_FIELDS
-            if saved.get(n) != getattr(model.config, n)]
-    if diff:
-        raise SystemExit(f"{before}: configuration differs from {args.ckpt}: {', '.join(diff)}")
+    check_same_config(model, before, args.ckpt)
     after = {n: t.detach().clone() for n, t in model.trainable_state_dict().items()}
     model.load_trainable(load_tensors(before), before)  # one backbone: swap the adapters in place
     start = qr_start(args.ckpt)
@@ -226,15 +273,18 @@ def compress_candidates(model, rows, args, device):
                    "passages_per_s": len(cache.index) / seconds}
 
 
-def answer_settings(model, rows, passages, cache, picks, args):
-    """Predictions of each requested setting: same questions, prompt, generator and decoding.
+def answer_settings(model, rows, passages, cache, picks, args, reference=None):
+    """Predictions of each requested setting: same questions, prompt and decoding; the generator
+    theta_g, except the text references (reference: the same-budget one's checkpoint, or None).
     picks: {"end-to-end": after-stage-3 picks, "end-to-end-before": before-stage-3 picks}."""
     T, want, questions = args.max_new_tokens, set(args.settings), [r["question"] for r in rows]
     runs, donor_of = {}, {}
     if "closed-book" in want:
         runs["closed-book"] = lambda idx: None
     if "text-rag" in want:
-        runs["text-rag"] = lambda idx: [passages[i] for i in idx]
+        runs["text-rag-untuned"] = lambda idx: [passages[i] for i in idx]
+        if reference:
+            runs["text-rag"] = lambda idx: [passages[i] for i in idx]
     if "compressed" in want:
         donor_of["compressed"] = donors(rows, passages)
         runs["compressed"] = lambda idx: cache([passages[i] for i in idx])  # (B, k, l, D)
@@ -247,9 +297,12 @@ def answer_settings(model, rows, passages, cache, picks, args):
         if name == "end-to-end":  # its control: another question's picked vectors
             donor = donor_of[name] = donors(rows, picked)
             runs[name + "-shuffled"] = lambda idx, picked=picked, donor=donor: cache([picked[donor[i]] for i in idx])
-    preds = {name: batched(rows, args.batch_size, lambda idx: model.generate(
-        [questions[i] for i in idx], docs(idx), T, docs_as_text=name == "text-rag"))
-        for name, docs in runs.items()}
+    preds = {}
+    for name, docs in runs.items():
+        with generator_of(model, reference) if name == "text-rag" else nullcontext():
+            preds[name] = batched(rows, args.batch_size, lambda idx: model.generate(
+                [questions[i] for i in idx], docs(idx), T, docs_as_text=name.startswith("text-rag"),
+                adapter=None if name == "text-rag-untuned" else "generator"))
     return preds, donor_of
 
 
@@ -259,7 +312,8 @@ COMPARISONS = [("compressed - shuffled", "compressed", "compressed-shuffled"),
                ("end-to-end: after - before stage-3 picks", "end-to-end", "end-to-end-before"),
                ("shuffled - closed-book", "compressed-shuffled", "closed-book"),
                ("compressed - closed-book", "compressed", "closed-book"),
-               ("compressed - text RAG", "compressed", "text-rag")]
+               ("compressed - text RAG (same budget)", "compressed", "text-rag"),
+               ("compressed - text RAG (untuned)", "compressed", "text-rag-untuned")]
 
 
 def intervals(per_question, reranking):
@@ -283,7 +337,8 @@ def evaluate(args):
         raise SystemExit(f"{args.ckpt}: no checkpoint (config.json) here; run python train.py first")
     with open(os.path.join(args.ckpt, "config.json")) as f:
         k = args.k or json.load(f)["config"]["top_k"]
-    source = args.data or default_data(os.path.dirname(os.path.abspath(args.ckpt)))
+    source = args.data or default_data(os.path.dirname(os.path.abspath(args.ckpt)), args.part)
+    reference, reference_note = text_reference(args) if "text-rag" in args.settings else (None, "not asked")
     rows = data.load_rows(source, "e2e", split=args.split)
     rows = rows[:args.limit] if args.limit else rows
     data.check_candidates(rows, k)  # before loading a model: "file:line: ... fewer than k"
@@ -295,9 +350,12 @@ def evaluate(args):
     print(f"checkpoint: {args.ckpt}\ndata: {source}: {len(rows)} questions, k = {k}, N = "
           f"{'-'.join(map(str, sorted({sizes[0], sizes[-1]})))} candidates\nanswers scored against: {rule}")
     model = CLaRa.load(args.ckpt).to(device).eval()
+    if reference:
+        check_same_config(model, reference, args.ckpt)
     chosen = [data.oracle_k(r, k) for r in rows]
     passages = [[r["docs"][c] for c in cs] for r, cs in zip(rows, chosen)]
-    res = {"checkpoint": args.ckpt, "data": source, "device": str(device), "questions": len(rows), "k": k,
+    res = {"checkpoint": args.ckpt, "data": source, "part": None if args.data else args.part,
+           "text_reference": reference_note, "device": str(device), "questions": len(rows), "k": k,
            "alias_rule": rule, "max_new_tokens": args.max_new_tokens, "settings": {}, "reranking": {},
            "passages": "text-rag and compressed read the positives (pos_index) plus the first "
                        "non-positive candidates up to k, in candidate order"}
@@ -312,7 +370,7 @@ def evaluate(args):
                 picks["end-to-end"] = [metrics.rank_from_scores(s)[:k] for s in after]
                 if before:
                     picks["end-to-end-before"] = [metrics.rank_from_scores(s)[:k] for s in before]
-        preds, donor_of = answer_settings(model, rows, passages, cache, picks, args)
+        preds, donor_of = answer_settings(model, rows, passages, cache, picks, args, reference)
         if "rerank" in want:
             bm25 = [metrics.bm25_scores(r["question"], r["docs"]) for r in rows]
             res["reranking"] = {"bm25": ranking_metrics(bm25, rows),
@@ -336,7 +394,8 @@ def evaluate(args):
 
 def print_report(res):
     print(f"\n{'setting (percent)':38s}{'EM':>7s}{'F1':>7s}{'CEM':>7s}")
-    labels = {"closed-book": "closed-book (no documents)", "text-rag": "text RAG (k passages as text)",
+    labels = {"closed-book": "closed-book (no documents)", "text-rag": "text RAG, same-budget theta_g",
+              "text-rag-untuned": "text RAG, backbone with no adapter",
               "compressed": "compressed (same k, as vectors)", "compressed-shuffled": "  shuffled control",
               "end-to-end": "end-to-end (reasoner picks k of N)", "end-to-end-shuffled": "  shuffled control",
               "end-to-end-before": "end-to-end, before-stage-3 picks"}
@@ -344,7 +403,8 @@ def print_report(res):
         if name in res["settings"]:
             row = res["settings"][name]
             print(f"{label:38s}" + "".join(f"{100 * row[m]:7.1f}" for m in ("em", "f1", "cem")))
-    print(f"{res['questions']} questions, k = {res['k']}, {res['alias_rule']};\n{res['passages']}")
+    print(f"{res['questions']} questions ({res['data']}), k = {res['k']}, {res['alias_rule']};\n"
+          f"{res['passages']}; same-budget text reference: {res['text_reference']}")
     if res["reranking"]:
         print(f"\n{'reranking the same N candidates':38s}{'MRR':>7s}"
               + "".join(f"{'R@%d' % k:>7s}" for k in RECALL_AT))

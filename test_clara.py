@@ -257,6 +257,22 @@ def test_generator_loss_equals_hf_labels_loss():
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
 
 
+def test_generator_loss_reads_a_text_slot_as_the_passages_token_embeddings():
+    """A text slot (the same-budget text-RAG reference) is the passage's first L tokens, embedded:
+    its loss equals the loss with those embeddings given as a vector slot (which the test above ties
+    to the HF labels= loss), row by row; and instruct_loss(as_text=True) is that loss, no MSE."""
+    model = tiny_clara(doc_max_len=8)
+    randomize_adapters(model)
+    question, answer = "Where was Varel Oskin born?", "Tessary"
+    passage = "Varel Oskin was born in Tessary in 1921 and later moved to the coast to paint."
+    ids = model._token_ids([passage], 8, "docs")[0]
+    vecs = model._embed_ids(ids)[None, None]  # (1, 1, 8, D): one slot of the 8 token embeddings
+    text = model.generator_loss([question], [[passage]], [answer])
+    assert len(ids) == 8 and torch.equal(text, model.generator_loss([question], vecs, [answer]))
+    out = model.instruct_loss([question], [[passage]], [answer], as_text=True)
+    assert torch.equal(out["loss"], text) and "mse" not in out
+
+
 def test_greedy_generation_matches_step_by_step_argmax():
     """The KV-cached, left-padded batch decoder equals a plain argmax loop on each prompt alone."""
     model = tiny_clara()

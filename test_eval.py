@@ -6,6 +6,7 @@ claims are that every setting and baseline runs on the same questions and gives 
 import argparse
 import json
 import math
+import os
 import re
 
 import pytest
@@ -35,10 +36,17 @@ def run_dir(tmp_path_factory):
     model = CLaRa(*load_backbone("tiny"), CLaRaConfig(backbone="tiny", doc_max_len=32,
                                                       compression_rate=4, top_k=2))
     model.save(tmp / "instruct")
-    with torch.no_grad():  # stage 3 changes theta_qr, so "before" and "after" rerank differently
-        for layer in model.lora_layers:
+    with torch.no_grad():  # stage 3 changes theta_qr, so "before" and "after" rerank differently;
+        for layer in model.lora_layers:  # a trained theta_g answers otherwise than the bare backbone
             layer.lora_B["query_reasoner"].normal_(0, 0.05)
+            layer.lora_B["generator"].normal_(0, 0.05)
     model.save(tmp / "e2e")
+    reference = tmp.parent / (tmp.name + "_text")  # where eval.py looks for the text reference
+    with torch.no_grad():  # its own theta_g (the same-budget text run trains theta_g alone)
+        for layer in model.lora_layers:
+            layer.lora_B["generator"].normal_(0, 0.05)
+    model.save(reference / "instruct")
+    (reference / "args.json").write_text(json.dumps({"instruct_reads": "text"}))
     world = corpus.build_world(seed=0, n_train=8, n_heldout=8)
     rows = corpus.e2e_rows(world, "heldout", n_candidates=5)
     with open(tmp / "e2e.jsonl", "w") as f:
@@ -53,15 +61,16 @@ def test_smoke_every_setting_and_baseline_gives_finite_numbers(run_dir, capsys):
                      "--device", "cpu", "--out", str(out)])
     res = json.loads(out.read_text())
     assert res["questions"] == 6 and res["k"] == 2, "k must default to the checkpoint's top_k"
-    for name in ("closed-book", "text-rag", "compressed", "compressed-shuffled", "end-to-end", "end-to-end-shuffled",
-                 "end-to-end-before"):
+    for name in ("closed-book", "text-rag", "text-rag-untuned", "compressed", "compressed-shuffled", "end-to-end",
+                 "end-to-end-shuffled", "end-to-end-before"):
         assert name in res["settings"], f"setting {name} missing from the results"
         for m in ("em", "f1", "cem"):
             v = res["settings"][name][m]
             assert math.isfinite(v) and 0 <= v <= 1, f"{name} {m} = {v}"
     assert set(res["intervals"]) == {"compressed - shuffled", "end-to-end - shuffled", "shuffled - closed-book",
                                      "compressed - closed-book",
-                                     "end-to-end: after - before stage-3 picks", "compressed - text RAG",
+                                     "end-to-end: after - before stage-3 picks",
+                                     "compressed - text RAG (same budget)", "compressed - text RAG (untuned)",
                                      "MRR: after - before stage 3", "MRR: after stage 3 - BM25"}
     for name, by_metric in res["intervals"].items():
         for m, v in by_metric.items():
@@ -98,6 +107,47 @@ def test_smoke_every_setting_and_baseline_gives_finite_numbers(run_dir, capsys):
         assert label in table, f"stdout table lacks {label!r}"
     for name in res["intervals"]:  # the longest label (40 characters) once ran into its first cell
         assert re.search(rf"^  {re.escape(name)} +[A-Z]+ ", table, flags=re.M), f"{name!r} runs into its cell"
+
+
+def test_text_references_read_through_their_own_generators(run_dir):
+    """text-rag reads with the text run's theta_g, text-rag-untuned with no adapter, compressed with
+    the checkpoint's theta_g: each equals generation by that model on the same passages as text."""
+    res = clara_eval.main(["--ckpt", str(run_dir / "e2e"), "--data", str(run_dir / "e2e.jsonl"), "--limit", "4",
+                           "--batch-size", "4", "--max-new-tokens", "6", "--device", "cpu",
+                           "--settings", "text-rag"])
+    rows = data.load_rows(str(run_dir / "e2e.jsonl"), "e2e")[:4]
+    questions = [r["question"] for r in rows]
+    passages = [[r["docs"][i] for i in data.oracle_k(r, 2)] for r in rows]
+    got = {name: [p[name]["prediction"] for p in res["predictions"]]
+           for name in ("text-rag", "text-rag-untuned")}
+    reference = CLaRa.load(str(run_dir) + "_text/instruct").eval()
+    assert got["text-rag"] == reference.generate(questions, passages, 6, docs_as_text=True)
+    assert got["text-rag-untuned"] == reference.generate(questions, passages, 6, docs_as_text=True, adapter=None)
+    own = CLaRa.load(str(run_dir / "e2e")).eval().generate(questions, passages, 6, docs_as_text=True)
+    assert own != got["text-rag"] and own != got["text-rag-untuned"], \
+        "the fixture's three generators must answer differently for the test to mean anything"
+    assert res["text_reference"].endswith("_text/instruct")
+
+
+def test_text_reference_from_a_run_that_read_vectors_is_refused(run_dir, tmp_path):
+    fake = tmp_path / "vectors"
+    CLaRa.load(str(run_dir / "e2e")).save(fake / "instruct")
+    (fake / "args.json").write_text(json.dumps({"instruct_reads": "vectors"}))
+    with pytest.raises(SystemExit, match="did not train with --instruct-reads text"):
+        clara_eval.main(["--ckpt", str(run_dir / "e2e"), "--data", str(run_dir / "e2e.jsonl"), "--limit", "2",
+                         "--settings", "text-rag", "--text-reference", str(fake / "instruct")])
+
+
+def test_default_data_is_the_test_part_written_into_a_run_made_before_it(tmp_path, capsys):
+    run = tmp_path / "run"
+    paths = corpus.write_corpus(run / "data", seed=3)
+    (run / "args.json").write_text(json.dumps({"seed": 3}))
+    test_part = open(paths["e2e_test"]).read()
+    os.remove(paths["e2e_test"])  # a run directory from before the test part existed
+    assert clara_eval.default_data(str(run)) == str(run / "data" / "e2e_test.jsonl")
+    assert "writing the embedded corpus there (seed 3)" in capsys.readouterr().out
+    assert open(paths["e2e_test"]).read() == test_part, "the run's own seed gives its own test part"
+    assert clara_eval.default_data(str(run), "dev") == str(run / "data" / "e2e_heldout.jsonl")
 
 
 def test_oracle_passages_are_positives_then_first_others_in_candidate_order():
@@ -171,7 +221,7 @@ def test_each_shuffled_control_reads_the_passages_its_recorded_donors_name():
     picks = {"end-to-end": [[1], [1], [1]]}  # picked: x, a, z
 
     class Echo:  # generates the passages it was given, so a prediction names what it read
-        def generate(self, questions, docs, max_new_tokens, docs_as_text=False):
+        def generate(self, questions, docs, max_new_tokens, docs_as_text=False, adapter="generator"):
             return ["|".join(d) for d in docs]
     args = argparse.Namespace(max_new_tokens=1, settings=["compressed", "end-to-end"], batch_size=8)
     preds, donor_of = clara_eval.answer_settings(Echo(), rows, passages, lambda lists: lists, picks, args)

@@ -99,12 +99,12 @@ def test_pretrain_kinds_picks_the_scp_rows_of_stage_1(tmp_path):
 def test_compressor_lr_mult_gives_theta_c_and_mem_their_own_learning_rate():
     from clara import CLaRaConfig, load_backbone
     model = CLaRa(*load_backbone("tiny"), CLaRaConfig(backbone="tiny"))
-    groups = train.param_groups(model, train.trainable(model, "pretrain"), 1e-3, 5.0)
+    groups = train.param_groups(model, train.trainable(model, train.TRAINS["pretrain"]), 1e-3, 5.0)
     fast, slow = groups
     assert fast["lr"] == 5e-3 and slow["lr"] == 1e-3
     assert any(p is model.memory_tokens for p in fast["params"])
     assert len(fast["params"]) == len(slow["params"]) + 1  # theta_c's A, B per layer + MEM vs theta_g's
-    e2e = train.param_groups(model, train.trainable(model, "e2e"), 1e-3, 5.0)
+    e2e = train.param_groups(model, train.trainable(model, train.TRAINS["e2e"]), 1e-3, 5.0)
     assert len(e2e) == 1 and e2e[0]["lr"] == 1e-3, "stage 3 trains no compressor parameter"
 
 
@@ -191,6 +191,20 @@ def test_pick_held_out_keeps_the_first_rows_if_they_have_donors_else_picks_rows_
         data.pick_held_out([row(1, "a", "b"), row(2, "b", "c"), row(3, "a", "c")], "instruct", 3, "f.jsonl")
 
 
+def test_instruct_reads_text_trains_the_generator_alone_from_its_init(tmp_path, capsys):
+    train.main(SMALL + ["--out", str(tmp_path / "run"), "--stage", "pretrain", "--steps", "1", "0", "0"])
+    train.main(SMALL + ["--out", str(tmp_path / "text"), "--stage", "instruct", "--instruct-reads", "text",
+                        "--init", str(tmp_path / "run" / "pretrain"), "--data", str(tmp_path / "run" / "data"),
+                        "--steps", "0", "2", "0"])
+    assert "trains generator;" in capsys.readouterr().out
+    start, end = load_file(tmp_path / "run/pretrain/adapters.safetensors"), load_file(tmp_path / "text/instruct/adapters.safetensors")
+    changed = {n for n in start if not torch.equal(start[n], end[n])}
+    assert changed and all(n.endswith(".generator") for n in changed), sorted(changed)[:3]
+    assert json.load(open(tmp_path / "text" / "args.json"))["instruct_reads"] == "text"  # eval.py checks it
+    with pytest.raises(SystemExit):
+        train.parse_args(["--instruct-reads", "text"])  # --stage all: stage 3 would read vectors
+
+
 @pytest.mark.parametrize("n", ["1", "0", "-3"])
 def test_eval_rows_below_two_is_refused(n, capsys):
     with pytest.raises(SystemExit):
@@ -233,7 +247,7 @@ def test_a_bf16_backbone_keeps_adapters_and_memory_tokens_in_float32():
     model = CLaRa(*load_backbone("tiny", torch.bfloat16), train.clara_config(train.parse_args(SMALL)))
     assert model.backbone.get_input_embeddings().weight.dtype == torch.bfloat16
     assert {p.dtype for p in model.trainable_state_dict().values()} == {torch.float32}
-    params = train.trainable(model, "instruct")
+    params = train.trainable(model, train.TRAINS["instruct"])
     out = model.instruct_loss(["Who?"], [["Varel Oskin was a luthier.", "Mira Holt."]], ["Varel"])
     out["loss"].backward()
     assert torch.isfinite(out["loss"])
@@ -250,7 +264,7 @@ def test_resume_saves_and_restores_the_cuda_generator(tmp_path):
 
 
 def stage_3_loss_and_grads(model, rows, args, cache):
-    params = train.trainable(model, "e2e")
+    params = train.trainable(model, train.TRAINS["e2e"])
     model.zero_grad(set_to_none=True)
     out = train.stage_loss(model, "e2e", rows, args, cache)
     out["loss"].backward()
@@ -302,7 +316,7 @@ def test_stage_2_keeps_the_positive_and_grows_k():
     seen = []
 
     class Spy:  # records the passages stage_loss hands to the instruct loss
-        def instruct_loss(self, questions, docs, answers, donors=None):
+        def instruct_loss(self, questions, docs, answers, donors=None, as_text=False):
             seen.append(docs)
     for k in (1, 3):
         train.stage_loss(Spy(), "instruct", rows, args, k=k)

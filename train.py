@@ -105,6 +105,10 @@ def parse_args(argv=None):
                    help="stage 1 starts with STEPS steps of repeating growing passage prefixes")
     p.add_argument("--pretrain-kinds", default="qa,paraphrase",
                    help="which SCP rows stage 1 trains on (data_type values, comma-separated)")
+    p.add_argument("--instruct-reads", choices=("vectors", "text"), default="vectors",
+                   help="text: stage 2 trains theta_g alone on the passages as text, not compressed: the "
+                        "same-budget text-RAG reference of eval.py --text-reference, not the method "
+                        "(with --stage instruct; experiments/text_reference.sh)")
     p.add_argument("--compressor-lr-mult", type=float, default=1.0,
                    help="learning rate of theta_c and the MEM embeddings = this x the stage's lr")
     p.add_argument("--limit", type=int, default=0, help="use at most this many training rows per stage")
@@ -123,6 +127,8 @@ def parse_args(argv=None):
         p.error("give --budget or --steps, not both")
     if args.steps is None:
         args.steps = list(BUDGETS[args.budget or 20])
+    if args.instruct_reads == "text" and args.stage != "instruct":
+        p.error("--instruct-reads text trains the text-RAG reference: give it with --stage instruct")
     if args.eval_rows < 2:  # the shuffled control needs a second row; 0 would also empty nothing to hold out
         p.error(f"--eval-rows must be at least 2 (the shuffled control reads another row), got {args.eval_rows}")
     return args
@@ -205,7 +211,8 @@ def stage_loss(model, stage, rows, args, cache=None, shuffle=False, k=None):
         k = args.instruct_k if k is None else k
         docs = [[r["docs"][i] for i in data.oracle_k(r, k)] for r in rows]
         donors = metrics.shuffle_donors(docs, docs) if shuffle else None
-        return model.instruct_loss([r["question"] for r in rows], docs, [r["answer"] for r in rows], donors=donors)
+        return model.instruct_loss([r["question"] for r in rows], docs, [r["answer"] for r in rows], donors=donors,
+                                   as_text=args.instruct_reads == "text")
     questions, candidates = [r["question"] for r in rows], cache([r["docs"][:args.n_candidates] for r in rows])
     out = model.e2e_loss(questions, candidates, [r["answer"] for r in rows])
     if args.rank_loss == "supervised":  # NOT the paper: a labelled reference (InfoNCE over the N)
@@ -255,8 +262,8 @@ def diagnostics(model, stage, held, args, cache, autocast):
     return out
 
 
-def trainable(model, stage, freeze_generator=False):
-    names = stage_trains(stage, freeze_generator)
+def trainable(model, names):
+    """Switch gradients on for the parts named (TRAINS values) and off for every other trained tensor."""
     params = [layer.lora_A[a] for layer in model.lora_layers for a in ADAPTERS if a in names] + \
              [layer.lora_B[a] for layer in model.lora_layers for a in ADAPTERS if a in names]
     if "memory" in names:
@@ -268,10 +275,13 @@ def trainable(model, stage, freeze_generator=False):
     return params
 
 
-def stage_trains(stage, freeze_generator=False):
-    """The parts a stage updates (TRAINS), less the generator in stage 3 under --freeze-generator."""
-    if freeze_generator and stage == "e2e":
+def stage_trains(stage, args):
+    """The parts a stage updates (TRAINS): less the generator in stage 3 under --freeze-generator,
+    the generator alone in stage 2 under --instruct-reads text (no compressor is read)."""
+    if args.freeze_generator and stage == "e2e":
         return tuple(n for n in TRAINS[stage] if n != "generator")
+    if args.instruct_reads == "text" and stage == "instruct":
+        return ("generator",)
     return TRAINS[stage]
 
 
@@ -296,9 +306,9 @@ def run_stage(model, stage, args, sources, device, autocast, log, counter=None):
     directory = os.path.join(args.out, stage)
     rows, held = load_stage_rows(args, stage, sources)
     print(f"stage {stage}: {len(rows)} training rows, {len(held)} held-out rows; trains "
-          f"{', '.join(stage_trains(stage, args.freeze_generator))}; {steps} steps x batch {bs} (in {args.grad_accum} micro-batches per "
+          f"{', '.join(stage_trains(stage, args))}; {steps} steps x batch {bs} (in {args.grad_accum} micro-batches per "
           f"process), lr {lr:g} {schedule}")
-    params = trainable(model, stage, args.freeze_generator)
+    params = trainable(model, stage_trains(stage, args))
     opt = torch.optim.AdamW(param_groups(model, params, lr, args.compressor_lr_mult), weight_decay=0.0)
     warm = min(args.warmup, steps // 5)
 

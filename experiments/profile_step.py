@@ -30,7 +30,7 @@ backbone, tokenizer = load_backbone(targs.backbone, runtime.backbone_dtype(devic
 model = CLaRa(backbone.to(device), tokenizer, train.clara_config(targs)).train()
 rows = train.load_stage_rows(targs, "pretrain", train.resolve_sources(targs))[0]
 random.Random(0).shuffle(rows)
-params = train.trainable(model, "pretrain")
+params = train.trainable(model, train.TRAINS["pretrain"])
 opt = torch.optim.AdamW(params, lr=1e-4)
 
 

@@ -1,8 +1,9 @@
 """One recipe, several training seeds: does each headline claim survive the seed?
 
-For each seed S this runs `python train.py --budget B --seed S --out runs/<name>_seedS` and then
-`python eval.py --ckpt runs/<name>_seedS/e2e --out runs/<name>_seedS/results.json`, skipping a seed
-whose results.json already exists, and prints one table: per figure, each seed's value (for a
+For each seed S this runs `python train.py --budget B --seed S --out runs/<name>_seedS`, its
+same-budget text reference (`bash experiments/text_reference.sh runs/<name>_seedS`) and then
+`python eval.py --ckpt runs/<name>_seedS/e2e --out runs/<name>_seedS/results.json` (the test part of
+the embedded corpus), skipping any step already done, and prints one table: per figure, each seed's value (for a
 difference, beside its paired-bootstrap 95% interval over questions, from results.json's
 "intervals"), the mean over seeds and the seed spread (min..max). A claim (a difference expected
 to be positive) holds only when the mean is positive and no seed's value is at or below zero; the
@@ -24,7 +25,8 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # train.py and eval.py live here
 # (label, how to read one run's value, in points): levels, then the claims (differences)
 LEVELS = [("closed-book EM", ("settings", "closed-book", "em")),
-          ("text RAG EM", ("settings", "text-rag", "em")),
+          ("text RAG EM, same-budget theta_g", ("settings", "text-rag", "em")),
+          ("text RAG EM, untuned backbone", ("settings", "text-rag-untuned", "em")),
           ("compressed EM", ("settings", "compressed", "em")),
           ("compressed, shuffled control EM", ("settings", "compressed-shuffled", "em")),
           ("end-to-end EM", ("settings", "end-to-end", "em")),
@@ -32,6 +34,7 @@ LEVELS = [("closed-book EM", ("settings", "closed-book", "em")),
           ("MRR before stage 3", ("reranking", "before", "mrr")),
           ("MRR after stage 3", ("reranking", "after", "mrr"))]
 CLAIMS = [("compressed - shuffled (EM)", "compressed - shuffled", "em"),
+          ("compressed - text RAG, same budget (EM)", "compressed - text RAG (same budget)", "em"),
           ("end-to-end - shuffled (EM)", "end-to-end - shuffled", "em"),
           ("end-to-end: after - before stage-3 picks (EM)", "end-to-end: after - before stage-3 picks", "em"),
           ("MRR: after - before stage 3", "MRR: after - before stage 3", "mrr")]
@@ -92,14 +95,22 @@ def table(runs: dict) -> str:
 
 
 def run_seed(seed: int, out: str, args):
-    """Train and evaluate one seed; each command is printed before it runs."""
-    for cmd in ([sys.executable, "train.py", "--budget", str(args.budget), "--seed", str(seed), "--out", out,
-                 *args.train_args],
-                [sys.executable, "eval.py", "--ckpt", os.path.join(out, "e2e"), "--out",
-                 os.path.join(out, "results.json")]):
+    """Train one seed, its same-budget text reference, and evaluate; each command is printed before
+    it runs, and a finished step (its DONE file) is not run again."""
+    steps = [(os.path.join(out, "e2e", "DONE"),
+              [sys.executable, "train.py", "--budget", str(args.budget), "--seed", str(seed), "--out", out,
+               *args.train_args]),
+             (os.path.join(out + "_text", "instruct", "DONE"),
+              ["bash", "experiments/text_reference.sh", out]),
+             (os.path.join(out, "results.json"),
+              [sys.executable, "eval.py", "--ckpt", os.path.join(out, "e2e"), "--out",
+               os.path.join(out, "results.json")])]
+    for done, cmd in steps:
+        if os.path.exists(done):
+            print(f"{done}: exists, not re-run")
+            continue
         print("+ " + " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True, cwd=ROOT)
-
 
 
 def main(argv=None):

@@ -413,6 +413,10 @@ def print_report(res):
             r = res["reranking"][name]
             cells = [100 * r[m] for m in ("mrr", *(f"recall@{k}" for k in RECALL_AT)) if m in r]
             print(f"{label:38s}" + ("".join(f"{c:7.1f}" for c in cells) or f"  skipped: {r['skipped']}"))
+        left = res["reranking"]["bm25"].get("without_positives")
+        if left:  # never silently: the rankings cover only the questions with a positive
+            print(f"  over the {res['reranking']['bm25']['questions']} questions with a positive; "
+                  f"{left} without one have no rank and are left out")
     if res["intervals"]:
         print(f"\ndifferences, points, with paired-bootstrap 95% intervals over the {res['questions']} questions")
         for name, by_metric in res["intervals"].items():

@@ -151,7 +151,8 @@ def ranking_metrics(scores, positives, recall_at=(), hit_at=()) -> dict:
     """MRR, Recall@k (k in recall_at) and hit@k (a positive among the top k, k in hit_at) of the
     rankings given by each question's N scores, over the questions with positives (positives[i]:
     question i's positive indices; one without any has no rank and is left out). -> {"mrr",
-    "recall@k".., "hit@k".., "questions", "per_question_rr"}, or {"skipped"} if none has positives.
+    "recall@k".., "hit@k".., "questions", "without_positives" (how many were left out),
+    "per_question_rr"}, or {"skipped"} if none has positives.
 
     >>> ranking_metrics([[0.1, 0.9, 0.5], [0.3, 0.2, 0.1]], [[2], []], recall_at=(1,), hit_at=(2,))["hit@2"]
     1.0
@@ -169,7 +170,7 @@ def ranking_metrics(scores, positives, recall_at=(), hit_at=()) -> dict:
     if not rr:
         return {"skipped": "no row has pos_index"}
     return {"mrr": summarize(rr), **{name: summarize(v) for name, v in at.items()},
-            "questions": len(rr), "per_question_rr": rr}
+            "questions": len(rr), "without_positives": len(scores) - len(rr), "per_question_rr": rr}
 
 
 def summarize(values: list[float]) -> float:

@@ -136,7 +136,9 @@ def test_ranking_metrics_hand_computed_over_the_questions_with_positives():
     assert m["recall@1"] == pytest.approx((0 + 1) / 2) and m["recall@3"] == pytest.approx((1 / 2 + 1) / 2)
     assert m["hit@1"] == pytest.approx(0.5) and m["hit@2"] == pytest.approx(1.0)
     assert m["questions"] == 2 and m["per_question_rr"] == [0.5, 1.0]
-    assert list(m) == ["mrr", "recall@1", "recall@3", "hit@1", "hit@2", "questions", "per_question_rr"]
+    assert list(m) == ["mrr", "recall@1", "recall@3", "hit@1", "hit@2", "questions", "without_positives",
+                       "per_question_rr"]
+    assert m["questions"] == 2 and m["without_positives"] == 1, "the row without positives is counted, not hidden"
     assert ranking_metrics(scores[2:], [[]]) == {"skipped": "no row has pos_index"}
 
 

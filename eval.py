@@ -31,6 +31,7 @@ import json
 import os
 import statistics
 import time
+from dataclasses import asdict
 
 import torch
 
@@ -38,7 +39,7 @@ import corpus
 import data
 import metrics
 from backbones import past
-from clara import QUERY_FIELDS, CLaRa, VectorCache, load_tensors
+from clara import QUERY_FIELDS, CLaRa, CLaRaConfig, VectorCache, load_tensors
 from runtime import pick_device, sync
 
 SETTINGS = ("closed-book", "text-rag", "compressed", "end-to-end", "rerank", "efficiency")
@@ -145,8 +146,8 @@ def before_scores(model, rows, cache, args):
     before = args.before or os.path.join(os.path.dirname(os.path.abspath(args.ckpt)), "instruct")
     if not os.path.exists(os.path.join(before, "config.json")):
         return None, f"no checkpoint at {before}"
-    with open(os.path.join(before, "config.json")) as f:
-        saved = json.load(f)["config"]
+    with open(os.path.join(before, "config.json")) as f:  # fields added since: their defaults
+        saved = {**asdict(CLaRaConfig()), **json.load(f)["config"]}
     diff = [f"{n} {saved.get(n)!r} vs {getattr(model.config, n)!r}" for n in QUERY_FIELDS
             if saved.get(n) != getattr(model.config, n)]
     if diff:

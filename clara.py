@@ -4,7 +4,7 @@ Implements "CLaRa: Bridging Retrieval and Generation with Continuous Latent Reas
 (He, Bai, Williamson, Pan, Jaitly, Zhang; arXiv 2511.18659, 2025). Official code: apple/ml-clara.
 
 Study guide: paper component -> where it lives here
-    memory tokens <MEM0..MEM{l-1}>   (Sec. 2.1)         CLaRa.memory_tokens
+    memory tokens <MEM0..MEM{l-1}>   (Sec. 2.1)         CLaRa.memory_tokens (or none: window_means)
     compressor theta_c (doc -> l x D) (Sec. 2.1)        CLaRa.compress
     MSE alignment, lambda = 0.1      (Sec. 2.1, Eq. 2)  CLaRa._encode (with_mse=True)
     query reasoner theta_qr          (Sec. 3.1)         CLaRa.encode_query, init_query_reasoner
@@ -47,8 +47,8 @@ from runtime import atomic_write
 ADAPTERS = ("compressor", "query_reasoner", "generator")  # theta_c, theta_qr, theta_g
 MEMORY_NORMS = ("none", "rescale", "standardize")
 # config fields that change a passage's memory vectors (with the backbone and theta_c's weights)
-COMPRESSOR_FIELDS = ("backbone", "doc_max_len", "compression_rate", "memory_layer", "memory_norm",
-                     "lora_r", "lora_alpha")
+COMPRESSOR_FIELDS = ("backbone", "compressor", "doc_max_len", "compression_rate", "memory_layer",
+                     "memory_norm", "lora_r", "lora_alpha")
 QUERY_FIELDS = (*COMPRESSOR_FIELDS, "query_max_len")  # ... and the query reasoner's query vectors
 CONFIG, TENSORS = "config.json", "adapters.safetensors"  # a checkpoint directory (CLaRa.save)
 
@@ -76,6 +76,9 @@ class CLaRaConfig:
     #   ~45); "standardize": per dimension, the layer's mean and std on CALIBRATION_TEXT mapped to the
     #   input embeddings' mean and std, which removes the massive-activation dimension that made the
     #   generator treat the vectors like attention sinks and ignore them
+    compressor: str = "memory-tokens"  # the paper: l MEM tokens read the text; "mean-pool" (Feldman and
+    #   Artzi 2025, arXiv 2510.20797): means of l windows of the text's own states (window_means), the MSE
+    #   term zero (nothing to align); memory_tokens then stays (checkpoint shapes), unused and untrained
     memory_init_seed: int = 0  # MEM_i start as embeddings of l random vocabulary tokens
     system_prompt: str = "Answer the question as briefly as possible, using the documents."
     qa_instruction: str = "Write questions about the background and answer them."  # SCP qa target
@@ -93,6 +96,8 @@ class CLaRaConfig:
                              f"{self.compression_rate} must give at least one memory token")
         if self.memory_norm not in MEMORY_NORMS:
             raise ValueError(f"memory_norm must be one of {MEMORY_NORMS}, got {self.memory_norm!r}")
+        if self.compressor not in ("memory-tokens", "mean-pool"):
+            raise ValueError(f"compressor must be 'memory-tokens' or 'mean-pool', got {self.compressor!r}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
 
@@ -194,6 +199,21 @@ def differentiable_topk(scores: torch.Tensor, k: int, temperature: float, gumbel
     return H + (P - P.detach()), indices
 
 
+def window_means(states: torch.Tensor, mask: torch.Tensor, l: int) -> torch.Tensor:
+    """(n, T, D) states, (n, T) mask of real tokens -> (n, l, D): window j of a row of T_i real tokens
+    averages its real tokens floor(j T_i / l) .. floor((j + 1) T_i / l) - 1, padding excluded; when
+    T_i < l that range may be empty and window j takes token floor(j T_i / l) alone.
+    >>> h, m = torch.tensor([[[9.], [1.], [3.], [5.], [7.]]]), torch.tensor([[0, 1, 1, 1, 1]])
+    >>> window_means(h, m, 2).tolist(), window_means(h, m, 8)[0, :3, 0].tolist()  # 9.0 is padding
+    ([[[2.0], [6.0]]], [1.0, 1.0, 3.0])
+    """
+    rank = (mask.cumsum(-1) - 1)[:, None]  # (n, 1, T): each real token's index in its row
+    j, T_i = torch.arange(l, device=mask.device)[:, None], mask.sum(-1)[:, None, None]  # (l, 1), (n, 1, 1)
+    start = j * T_i // l  # (n, l, 1)
+    w = (rank >= start) & (rank < ((j + 1) * T_i // l).clamp(min=start + 1)) & mask.bool()[:, None]
+    return (w.to(states.dtype) @ states) / w.sum(-1, keepdim=True)  # (n, l, T) @ (n, T, D) -> (n, l, D)
+
+
 # --- The model: compressor, query reasoner, scores, generator, stage losses ----------------------
 
 class CLaRa(nn.Module):
@@ -290,10 +310,9 @@ class CLaRa(nn.Module):
     # -- compressor and query reasoner (Sec. 2.1, 3.1) ----------------------------------------
 
     def _encode(self, texts: list[str], max_len: int, adapter: str, what: str, with_mse: bool):
-        """[text tokens (<= max_len)] + [MEM_0..MEM_{l-1}] -> states at the l memory positions.
-
-        Rows are left-padded so the memory tokens occupy the last l positions of every row.
-        """
+        """[text tokens (<= max_len)] + [MEM_0..MEM_{l-1}] -> states at the l memory positions, or with
+        compressor="mean-pool" [text tokens] -> window_means of their states (questions too, so score
+        compares like with like). Rows are left-padded: the memory tokens are the last l positions."""
         ids = self._token_ids(texts, max_len, what)
         n, l, T = len(ids), self.config.n_memory, max(len(x) for x in ids)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -302,22 +321,25 @@ class CLaRa(nn.Module):
         for i, x in enumerate(ids):
             tok[i, T - len(x):] = torch.tensor(x, device=self.device)
             text_mask[i, T - len(x):] = 1
-        embeds = self.backbone.get_input_embeddings()(tok)  # (n, T, D)
-        mem = self.memory_tokens if adapter == "compressor" else self.memory_tokens.detach()
-        mem = mem.unsqueeze(0).expand(n, l, -1)  # (l, D) -> (n, l, D); theta_qr reads, never trains, MEM
-        inputs = torch.cat([embeds, mem.to(embeds.dtype)], dim=1)  # (n, T + l, D)
-        mask = torch.cat([text_mask, torch.ones(n, l, dtype=torch.long, device=self.device)], 1)
+        inputs = self.backbone.get_input_embeddings()(tok)  # (n, T, D)
+        mean_pool = self.config.compressor == "mean-pool"  # the text alone: MEM stay out of the graph
+        if not mean_pool:
+            mem = self.memory_tokens if adapter == "compressor" else self.memory_tokens.detach()
+            mem = mem.unsqueeze(0).expand(n, l, -1)  # (l, D) -> (n, l, D); theta_qr reads, never trains, MEM
+            inputs = torch.cat([inputs, mem.to(inputs.dtype)], dim=1)  # (n, T + l, D)
+        mask = F.pad(text_mask, (0, inputs.shape[1] - T), value=1)  # (n, T [+ l])
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: first real token at 0
         with self.adapter(adapter):
             h = states_at_layer(self.backbone, self.config.memory_layer, inputs_embeds=inputs,
                                 attention_mask=mask, position_ids=positions)
+        h = window_means(h, text_mask, l) if mean_pool else h  # (n, T, D) -> (n, l, D), then normalised
         if self.config.memory_norm == "standardize":  # per dimension, to the embeddings' statistics
             h = h * self.memory_scale + self.memory_shift
         elif self.config.memory_norm == "rescale":  # every state to the input embeddings' mean norm
             h = h * (self.embed_norm / h.norm(dim=-1, keepdim=True).clamp(min=1e-6))
-        vecs = h[:, T:]  # (n, l, D): the memory positions
-        mse = None
-        if with_mse:  # Eq. 2: mean of the valid document states vs mean of the memory states
+        vecs = h if mean_pool else h[:, T:]  # (n, l, D): the window means or the memory positions
+        mse = h.new_zeros(()) if with_mse and mean_pool else None  # mean-pool: nothing to align, off
+        if with_mse and not mean_pool:  # Eq. 2: mean of the valid document states vs of the memory states
             m = text_mask.unsqueeze(-1).to(h.dtype)  # (n, T, 1), padding excluded
             doc_mean = (h[:, :T] * m).sum(1) / m.sum(1)  # (n, D)
             mse = F.mse_loss(vecs.mean(1), doc_mean)  # averaged over D, as F.mse_loss does

@@ -37,6 +37,7 @@ import os
 import statistics
 import time
 from contextlib import contextmanager, nullcontext
+from dataclasses import asdict
 
 import torch
 
@@ -44,7 +45,7 @@ import corpus
 import data
 import metrics
 from backbones import past
-from clara import QUERY_FIELDS, CLaRa, VectorCache, load_tensors
+from clara import QUERY_FIELDS, CLaRa, CLaRaConfig, VectorCache, load_tensors
 from runtime import pick_device, sync
 
 SETTINGS = ("closed-book", "text-rag", "compressed", "end-to-end", "rerank", "efficiency")
@@ -154,8 +155,8 @@ def qr_start(ckpt) -> str:
 
 def check_same_config(model, directory, ckpt):
     """Another checkpoint whose adapters eval swaps in must share the model's QUERY_FIELDS."""
-    with open(os.path.join(directory, "config.json")) as f:
-        saved = json.load(f)["config"]
+    with open(os.path.join(directory, "config.json")) as f:  # fields added since: their defaults
+        saved = {**asdict(CLaRaConfig()), **json.load(f)["config"]}
     diff = [f"{n} {saved.get(n)!r} vs {getattr(model.config, n)!r}" for n in QUERY_FIELDS
             if saved.get(n) != getattr(model.config, n)]
     if diff:

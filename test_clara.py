@@ -5,6 +5,7 @@ tokenizer). One test marked `slow` loads the real packaged SmolLM2-135M once.
 """
 
 import copy
+import doctest
 import json
 import os
 import subprocess
@@ -133,6 +134,93 @@ def test_mse_term_matches_its_definition():
     ref = ((torch.stack(doc_means) - torch.stack(mem_means)) ** 2).mean()
     torch.testing.assert_close(mse, ref, atol=1e-6, rtol=1e-4)
 
+
+
+# --- the mean-pool compressor (CLaRaConfig.compressor = "mean-pool", arXiv 2510.20797) --------
+
+def test_window_means_average_each_window_of_real_tokens_and_never_an_empty_one():
+    states = torch.arange(2 * 7 * 2, dtype=torch.float32).view(2, 7, 2)  # (n=2, T=7, D=2)
+    states[1, :4] = 1e6  # row 1 is left-padded, as _encode pads: its padding must reach no mean
+    mask = torch.tensor([[1] * 7, [0, 0, 0, 0, 1, 1, 1]])
+    got = clara.window_means(states, mask, 3)  # (2, 3, 2)
+    r0 = states[0]  # 7 real tokens, l = 3: floor(7j/3) -> windows 0..1, 2..3, 4..6
+    torch.testing.assert_close(got[0], torch.stack([r0[0:2].mean(0), r0[2:4].mean(0), r0[4:7].mean(0)]))
+    torch.testing.assert_close(got[1], states[1, 4:7])  # 3 real tokens, l = 3: one token each
+    short = clara.window_means(states, mask, 5)[1]  # 3 real tokens < l = 5: token floor(3j/5) alone
+    torch.testing.assert_close(short, states[1, [4, 4, 5, 5, 6]])
+    finder, runner = doctest.DocTestFinder(), doctest.DocTestRunner()
+    for test in finder.find(clara.window_means, globs={"torch": torch, "window_means": clara.window_means}):
+        runner.run(test)
+    assert runner.failures == 0, "window_means' docstring example is wrong"
+
+
+def test_mean_pool_vectors_are_window_means_of_the_passage_alone_whatever_its_batch():
+    model = tiny_clara(compressor="mean-pool")
+    randomize_adapters(model)
+    model.eval()
+    l = model.config.n_memory
+    ids = model._token_ids([DOCS[2]], 32, "docs")[0]  # the shortest passage, T >= l tokens
+    T = len(ids)
+    assert T >= l
+    with model.adapter("compressor"):  # reference: the passage alone, no memory tokens appended
+        h = model.backbone.base_model(inputs_embeds=model._embed_ids(ids)[None],
+                                      output_hidden_states=True).hidden_states[-2][0]  # (T, D)
+    ref = torch.stack([h[j * T // l:(j + 1) * T // l].mean(0) for j in range(l)])  # (l, D)
+    alone = model.compress([DOCS[2]])[0]
+    torch.testing.assert_close(alone, ref * model.memory_scale + model.memory_shift, atol=1e-5, rtol=1e-4)
+    batched = model.compress(DOCS)  # left-padded beside longer passages
+    torch.testing.assert_close(batched[2], alone, atol=1e-5, rtol=1e-4,
+                               msg="padding leaked into a mean-pooled passage's vectors")
+    q = model.encode_query(["Who?", "Where was Varel Oskin born, and in which year?"])  # "Who?" < l tokens
+    assert q.shape == (2, l, h.shape[-1]) and torch.isfinite(q).all()
+
+
+def test_mean_pool_trains_theta_c_and_leaves_the_memory_tokens_unused():
+    model = tiny_clara(compressor="mean-pool")
+    randomize_adapters(model)
+    out = model.pretrain_loss(DOCS[:2], ["Question: Who?\nAnswer: Varel", "Mira paints."], ["qa", "paraphrase"])
+    assert out["mse"].item() == 0.0, "mean-pool has no memory states to align: the MSE term is off"
+    out["loss"].backward()
+    grads = [layer.lora_B["compressor"].grad for layer in model.lora_layers]  # None past memory_layer
+    grad = sum(float(g.abs().sum()) for g in grads if g is not None)
+    assert grad > 0, "no gradient reached theta_c through the window means"
+    assert model.memory_tokens.grad is None, "mean-pool must not read the memory tokens"
+
+
+def test_mean_pool_pretraining_on_one_batch_lowers_the_loss():
+    model = tiny_clara(compressor="mean-pool")
+    opt = torch.optim.Adam(list(model.trainable_state_dict().values()), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        out = model.pretrain_loss(DOCS[:2], ["Question: Who?\nAnswer: Varel", "Mira paints."],
+                                  ["qa", "paraphrase"])
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(out["loss"].item())
+    assert losses[-1] < 0.5 * losses[0], f"loss did not fall: {losses[0]:.3f} -> {losses[-1]:.3f}"
+
+
+def test_checkpoints_keep_the_compressor_and_older_ones_load_as_memory_tokens(tmp_path):
+    assert "compressor" in clara.COMPRESSOR_FIELDS, "the choice changes the vectors (ask.py's index)"
+    model = tiny_clara(compressor="mean-pool")
+    randomize_adapters(model)
+    model.save(tmp_path / "mean_pool")
+    loaded = CLaRa.load(tmp_path / "mean_pool")
+    assert loaded.config.compressor == "mean-pool"
+    model.eval(), loaded.eval()
+    torch.testing.assert_close(loaded.compress(DOCS), model.compress(DOCS), rtol=0, atol=0)
+    old = tiny_clara()
+    old.save(tmp_path / "old")
+    meta = json.loads((tmp_path / "old" / "config.json").read_text())
+    del meta["config"]["compressor"]  # as written before the field existed
+    (tmp_path / "old" / "config.json").write_text(json.dumps(meta))
+    reloaded = CLaRa.load(tmp_path / "old")
+    assert reloaded.config.compressor == "memory-tokens"
+    old.eval(), reloaded.eval()
+    torch.testing.assert_close(reloaded.compress(DOCS), old.compress(DOCS), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="compressor must be"):
+        CLaRaConfig(compressor="mean")
 
 # --- the straight-through top-k --------------------------------------------------------------
 

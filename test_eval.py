@@ -230,3 +230,21 @@ def test_each_shuffled_control_reads_the_passages_its_recorded_donors_name():
     for i in range(3):
         assert preds["compressed-shuffled"][i] == "|".join(passages[donor_of["compressed"][i]])
         assert preds["end-to-end-shuffled"][i] == "|".join(picked[donor_of["end-to-end"][i]])
+
+
+def test_an_instruct_checkpoint_written_before_the_compressor_field_counts_as_memory_tokens(tmp_path):
+    model = CLaRa(*load_backbone("tiny"), CLaRaConfig(backbone="tiny", doc_max_len=32, compression_rate=4, top_k=2))
+    model.save(tmp_path / "instruct")
+    meta = json.loads((tmp_path / "instruct" / "config.json").read_text())
+    del meta["config"]["compressor"]  # as written before the field existed
+    (tmp_path / "instruct" / "config.json").write_text(json.dumps(meta))
+    model.eval()
+    rows = corpus.e2e_rows(corpus.build_world(seed=0, n_train=8, n_heldout=8), "heldout", n_candidates=5)[:2]
+    cache = VectorCache(model, rows, batch_size=4)
+    args = argparse.Namespace(before=None, ckpt=str(tmp_path / "e2e"), batch_size=4)
+    with torch.no_grad():
+        scores, _ = clara_eval.before_scores(model, rows, cache, args)  # no "configuration differs"
+    assert scores is not None
+    model.config.compressor = "mean-pool"
+    with pytest.raises(SystemExit, match="compressor 'memory-tokens' vs 'mean-pool'"):
+        clara_eval.before_scores(model, rows, cache, args)

@@ -95,3 +95,24 @@ def test_seeds_skips_seeds_already_evaluated(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "seed 0 not re-run" in out and "seed 1 not re-run" in out
     assert "| **compressed - shuffled (EM)** | +5.0 [+1.0, +9.0] | +5.0 [+1.0, +9.0] | +5.0 | +5.0..+5.0 | holds" in out
+
+
+def test_seeds_passes_train_and_eval_flags_through(tmp_path, monkeypatch):
+    """--train-args and --eval-args reach train.py and eval.py (experiments/meanpool.sh relies on
+    it); explicit --steps replace --budget, which train.py refuses beside them."""
+    seeds, calls = _seeds(), []
+
+    def fake_run(cmd, **kw):  # eval.py "writes" a results.json
+        calls.append(cmd[1:])
+        if cmd[1] == "eval.py":
+            Path(cmd[cmd.index("--out") + 1]).write_text(json.dumps(_results(0.1, 0.05, 0.05, 0.01, 0.09, 0.02)))
+    monkeypatch.setattr(seeds.subprocess, "run", fake_run)
+    (tmp_path / "a_seed0").mkdir()
+    seeds.main(["--seeds", "0", "--runs", str(tmp_path), "--name", "a", "--budget", "60",
+                "--train-args=--compressor mean-pool", "--eval-args=--limit 4"])
+    assert calls[0][:3] == ["train.py", "--budget", "60"] and calls[0][-2:] == ["--compressor", "mean-pool"]
+    assert calls[1] == ["experiments/text_reference.sh", str(tmp_path / "a_seed0")]  # its recipe from args.json
+    assert calls[2][0] == "eval.py" and calls[2][-2:] == ["--limit", "4"]
+    (tmp_path / "b_seed0").mkdir()
+    seeds.main(["--seeds", "0", "--runs", str(tmp_path), "--name", "b", "--train-args=--steps 2 2 2"])
+    assert "--budget" not in calls[3] and calls[3][-4:] == ["--steps", "2", "2", "2"]

@@ -54,6 +54,28 @@ def test_resume_refuses_a_checkpoint_of_another_configuration(tmp_path):
         train.main(args + ["--resume", "--compression-rate", "8"])
 
 
+
+def test_compressor_flag_reaches_the_checkpoint_and_stage_1_trains_without_the_mse_term(tmp_path, capsys):
+    train.main(SMALL + ["--stage", "pretrain", "--steps", "2", "0", "0", "--out", str(tmp_path),
+                        "--compressor", "mean-pool"])
+    assert CLaRa.load(tmp_path / "pretrain").config.compressor == "mean-pool"
+    assert "mean-pool compressor: the memory tokens are unused" in capsys.readouterr().out
+    recs = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert [r["mse"] for r in recs] == [0.0, 0.0], "mean-pool has nothing for the MSE term to align"
+    start = CLaRa(*load_backbone("tiny"), train.clara_config(train.parse_args(SMALL))).memory_tokens
+    mem = load_file(tmp_path / "pretrain" / "adapters.safetensors")["memory_tokens"]
+    assert torch.equal(mem, start.detach()), "the unused memory tokens must keep their initial values"
+
+
+def test_a_checkpoint_written_before_the_compressor_field_continues_as_memory_tokens(tmp_path):
+    CLaRa(*load_backbone("tiny"), train.clara_config(train.parse_args(SMALL))).save(tmp_path)
+    meta = json.loads((tmp_path / "config.json").read_text())
+    del meta["config"]["compressor"]  # as written before the field existed
+    (tmp_path / "config.json").write_text(json.dumps(meta))
+    train.check_resume_config(train.parse_args(SMALL), tmp_path / "config.json")  # no error: the default
+    with pytest.raises(SystemExit, match="compressor saved 'memory-tokens' now 'mean-pool'"):
+        train.check_resume_config(train.parse_args(SMALL + ["--compressor", "mean-pool"]), tmp_path / "config.json")
+
 def test_malformed_data_names_file_and_line(tmp_path):
     bad = tmp_path / "bad.jsonl"
     good = {"data_type": "qa", "question": ["Who?"], "answers": ["Varel"], "docs": ["Varel Oskin."]}

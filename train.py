@@ -93,6 +93,9 @@ def parse_args(argv=None):
     p.add_argument("--memory-layer", type=int, default=-2)
     p.add_argument("--memory-norm", choices=("none", "rescale", "standardize"), default="standardize",
                    help="how memory states become generator inputs (clara.CLaRaConfig.memory_norm)")
+    p.add_argument("--compressor", choices=("memory-tokens", "mean-pool"), default="memory-tokens",
+                   help="memory tokens (paper) or means of l windows of the passage's states, no memory "
+                        "tokens and no MSE term (clara.CLaRaConfig.compressor)")
     p.add_argument("--lora-r", type=int, default=16)
     p.add_argument("--lora-dropout", type=float, default=0.0)
     p.add_argument("--qr-init", choices=("compressor", "scratch"), default="compressor",
@@ -140,7 +143,7 @@ def clara_config(args) -> CLaRaConfig:
                        temperature=args.temperature, gumbel=args.gumbel, lora_r=args.lora_r,
                        lora_alpha=2 * args.lora_r, lora_dropout=args.lora_dropout,
                        mse_weight=args.mse_weight, memory_layer=args.memory_layer,
-                       memory_norm=args.memory_norm)
+                       memory_norm=args.memory_norm, compressor=args.compressor)
 
 
 # --- data ----------------------------------------------------------------------------------------
@@ -307,7 +310,9 @@ def run_stage(model, stage, args, sources, device, autocast, log, counter=None):
     rows, held = load_stage_rows(args, stage, sources)
     print(f"stage {stage}: {len(rows)} training rows, {len(held)} held-out rows; trains "
           f"{', '.join(stage_trains(stage, args))}; {steps} steps x batch {bs} (in {args.grad_accum} micro-batches per "
-          f"process), lr {lr:g} {schedule}")
+          f"process), lr {lr:g} {schedule}"
+          + ("; mean-pool compressor: the memory tokens are unused (no gradient), the MSE term is off"
+             if args.compressor == "mean-pool" and stage != "e2e" else ""))
     params = trainable(model, stage_trains(stage, args))
     opt = torch.optim.AdamW(param_groups(model, params, lr, args.compressor_lr_mult), weight_decay=0.0)
     warm = min(args.warmup, steps // 5)
@@ -428,8 +433,8 @@ INIT_MAY_CHANGE = ("top_k", "temperature", "gumbel", "lora_dropout")
 def check_resume_config(args, path, may_change=()):
     """A resumed run must have the same method configuration as the checkpoint (a run started
     from one with --init: the same except the fields in may_change)."""
-    with open(path) as f:
-        saved = json.load(f)["config"]
+    with open(path) as f:  # fields added since the checkpoint was written count as their defaults
+        saved = {**asdict(CLaRaConfig()), **json.load(f)["config"]}
     now = asdict(clara_config(args))
     diff = {k: (saved.get(k), now[k]) for k in now if saved.get(k) != now[k] and k not in may_change}
     if diff:

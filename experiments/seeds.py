@@ -15,10 +15,12 @@ and held-out set: the spread covers both the data draw and the training run.
     python experiments/seeds.py --seeds 0 1 2 --budget 20          # about 3 x 27 min on a 2-core CPU
     python experiments/seeds.py --seeds 0 1 2 --budget 60 --name budget60
     python experiments/seeds.py --seeds 0 1 --table-only           # print the table of finished seeds
+    python experiments/seeds.py --seeds 0 1 --name meanpool --train-args="--compressor mean-pool"
 """
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -96,15 +98,17 @@ def table(runs: dict) -> str:
 
 def run_seed(seed: int, out: str, args):
     """Train one seed, its same-budget text reference, and evaluate; each command is printed before
-    it runs, and a finished step (its DONE file) is not run again."""
+    it runs, and a finished step (its DONE file or results.json) is not run again. Explicit --steps
+    in --train-args replace --budget (train.py takes one or the other)."""
+    train_args, eval_args = shlex.split(args.train_args), shlex.split(args.eval_args)
+    budget = [] if "--steps" in train_args else ["--budget", str(args.budget)]
     steps = [(os.path.join(out, "e2e", "DONE"),
-              [sys.executable, "train.py", "--budget", str(args.budget), "--seed", str(seed), "--out", out,
-               *args.train_args]),
+              [sys.executable, "train.py", *budget, "--seed", str(seed), "--out", out, *train_args]),
              (os.path.join(out + "_text", "instruct", "DONE"),
               ["bash", "experiments/text_reference.sh", out]),
              (os.path.join(out, "results.json"),
               [sys.executable, "eval.py", "--ckpt", os.path.join(out, "e2e"), "--out",
-               os.path.join(out, "results.json")])]
+               os.path.join(out, "results.json"), *eval_args])]
     for done, cmd in steps:
         if os.path.exists(done):
             print(f"{done}: exists, not re-run")
@@ -120,8 +124,9 @@ def main(argv=None):
     p.add_argument("--name", default=None, help="runs/<name>_seedS (default: budget<B>)")
     p.add_argument("--runs", default=os.path.join(ROOT, "runs"), help="where the run directories go")
     p.add_argument("--table-only", action="store_true", help="train nothing; table of the seeds already evaluated")
-    p.add_argument("--train-args", nargs=argparse.REMAINDER, default=[],
-                   help="more train.py flags, last on the line (e.g. --train-args --dtype float32)")
+    p.add_argument("--train-args", default="", help='more train.py flags, one string '
+                   '(e.g. --train-args="--compressor mean-pool"; with --steps, no --budget is passed)')
+    p.add_argument("--eval-args", default="", help='more eval.py flags, one string (e.g. --eval-args="--limit 4")')
     args = p.parse_args(argv)
     name = args.name or f"budget{args.budget}"
     runs = {}

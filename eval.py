@@ -302,7 +302,7 @@ def evaluate(args):
            "passages": "text-rag and compressed read the positives (pos_index) plus the first "
                        "non-positive candidates up to k, in candidate order"}
     want, cache, picks = set(args.settings), None, {}
-    with torch.no_grad(), autocast:
+    with torch.no_grad(), autocast():
         if want - {"closed-book", "text-rag"}:
             cache, res["compression"] = compress_candidates(model, rows, args, device)
         if want & {"end-to-end", "rerank"}:

@@ -4,6 +4,8 @@ Nothing here is part of CLaRa itself, and nothing here imports the method: clara
 atomic_write (for CLaRa.save).
 """
 
+import contextlib
+import functools
 import os
 import sys
 import time
@@ -32,7 +34,7 @@ def cpu_has_bf16() -> bool:
 
 def pick_device(dtype: str = "auto", device: str = "auto", file=None):
     """Decide device and dtype once and print why (to `file`, default stdout).
-    -> (torch.device, autocast context manager to run the model under).
+    -> (torch.device, autocast): autocast() gives a fresh context manager per use, `with autocast():`.
 
     dtype   "auto": bf16 autocast on a GPU and on CPUs with native bf16, else float32;
             "float32" or "bfloat16" force it (train.py --dtype).
@@ -40,7 +42,7 @@ def pick_device(dtype: str = "auto", device: str = "auto", file=None):
             (eval.py and ask.py --device)."""
     if device != "auto":
         print(f"device: {device}, float32: asked for with --device", file=file)
-        return torch.device(device), torch.autocast("cpu", enabled=False)
+        return torch.device(device), autocast_factory(torch.device(device), bf16=False)
     if torch.cuda.is_available():
         device, name = torch.device("cuda"), f"cuda ({torch.cuda.get_device_name()})"
         bf16, why = dtype != "float32", "a GPU is available" if dtype == "auto" else f"--dtype {dtype}"
@@ -53,7 +55,17 @@ def pick_device(dtype: str = "auto", device: str = "auto", file=None):
         why = (f"--dtype {dtype}" if dtype != "auto" else "this CPU has native bf16 (avx512_bf16); "
                "--dtype float32 to opt out" if native else "no native bf16 on this CPU")
     print(f"device: {name}, {'bf16 autocast' if bf16 else 'float32'}: {why}", file=file)
-    return device, torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    return device, autocast_factory(device, bf16)
+
+
+def autocast_factory(device, bf16: bool):
+    """A zero-argument callable: each call makes a new context manager (bf16 autocast, or nothing
+    for float32). Not one torch.autocast object shared by all: entering the same object again
+    inside itself overwrites the state it saved on the first entry, so bf16 autocast stays on
+    after the outer block exits (test_train.py shows it)."""
+    if not bf16:
+        return contextlib.nullcontext
+    return functools.partial(torch.autocast, device.type, dtype=torch.bfloat16)
 
 
 def backbone_dtype(device) -> torch.dtype:
@@ -227,7 +239,7 @@ def measure_peak_flops(device, autocast, n=2048, reps=5) -> float:
     gives a datasheet value instead). On a busy machine it is too low, and MFU too high."""
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     best = float("inf")
-    with torch.no_grad(), autocast:
+    with torch.no_grad(), autocast():
         (a @ b).sum().item()  # warm-up
         for _ in range(reps):
             t0 = time.perf_counter()

@@ -324,6 +324,26 @@ def test_flop_counter_counts_real_positions_and_backward():
     assert counter.take() == (7, 4 * W * 7), "a pass that needs gradients counts the backward too"
 
 
+def test_autocast_is_a_fresh_context_per_use_so_nesting_leaves_it_off():
+    """One torch.autocast object entered inside itself (the old policy: pick_device handed out one
+    object for every `with`) saves "on" as the state to restore, so bf16 stays on after the outer
+    block; pick_device's autocast() makes a new context per use, which nests cleanly."""
+    shared = torch.autocast("cpu", dtype=torch.bfloat16)
+    try:
+        with shared:
+            with shared:
+                pass
+        assert torch.is_autocast_enabled("cpu"), "the hazard this policy avoids is gone from torch"
+    finally:
+        torch.set_autocast_enabled("cpu", False)
+    device, autocast = runtime.pick_device("bfloat16")
+    with autocast():
+        with autocast():
+            assert torch.is_autocast_enabled(device.type)
+        assert torch.is_autocast_enabled(device.type), "the inner block switched the outer one off"
+    assert not torch.is_autocast_enabled(device.type), "bf16 autocast outlived its block"
+
+
 def test_the_shuffled_control_of_the_diagnostics_never_reads_a_rows_own_passage():
     """Rows 0 and 1 are about the same passage (as SCP rows often are): a roll by one would give
     row 1 row 0's vectors, i.e. its own passage; the logged control must take the next other one."""

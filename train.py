@@ -240,7 +240,7 @@ def diagnostics(model, stage, held, args, cache, autocast):
     bs = len(held) if stage != "e2e" else max(2, args.batch_size[STAGES.index(stage)])
     batches = [held[i:i + bs] for i in range(0, len(held), bs) if len(held[i:i + bs]) >= 2]
     out = {}
-    with autocast:
+    with autocast():
         if stage in ("pretrain", "instruct"):
             own = [stage_loss(model, stage, b, args)["ce"].item() for b in batches]
             shuf = [stage_loss(model, stage, b, args, shuffle=True)["ce"].item() for b in batches]
@@ -325,7 +325,7 @@ def run_stage(model, stage, args, sources, device, autocast, log, counter=None):
     cache = None
     if stage == "e2e":
         t0 = time.time()
-        with autocast:  # the vectors stage 3 reads: compressed as training and evaluation run
+        with autocast():  # the vectors stage 3 reads: compressed as training and evaluation run
             cache = VectorCache(model, rows + held, args.n_candidates, map_batches=sharded)
         print(f"stage e2e: cached {len(cache.index)} passages' vectors in {time.time() - t0:.1f} s")
     order = random.Random(args.seed + i)
@@ -342,7 +342,7 @@ def run_stage(model, stage, args, sources, device, autocast, log, counter=None):
         for batch in micro_batches(step_batch, args.grad_accum):  # this process's share, in pieces
             if stage == "pretrain" and step < args.curriculum:
                 batch = data.curriculum_rows(batch, (step + 1) / args.curriculum)
-            with autocast:
+            with autocast():
                 out = stage_loss(model, stage, batch, args, cache, k=instruct_k_at(args, step, steps))
             (out["loss"] / args.grad_accum).backward()
         all_reduce_grads(params)  # the mean over processes (nothing to do in one)

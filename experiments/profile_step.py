@@ -35,7 +35,7 @@ opt = torch.optim.AdamW(params, lr=1e-4)
 
 
 def step(batch):
-    with autocast:
+    with autocast():
         loss = train.stage_loss(model, "pretrain", batch, targs)["loss"]
     loss.backward()
     opt.step()

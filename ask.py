@@ -487,7 +487,7 @@ def pick_top_k(model, index: Index, scores: torch.Tensor, ids: torch.Tensor, k: 
     positions into N, best first; the picked vectors (B, k, l, D), exactly M[picks])."""
     M = index.vectors(ids).to(model.device, model.memory_tokens.dtype)  # (B, N, l, D)
     W, picks = clara.differentiable_topk(scores.to(model.device), k, model.config.temperature)  # (B, k, N)
-    return picks.cpu(), torch.einsum("bkn,bnld->bkld", W.to(M.dtype), M)
+    return picks.cpu(), clara.select_picked(W, M)
 
 
 @torch.no_grad()

@@ -194,6 +194,15 @@ def differentiable_topk(scores: torch.Tensor, k: int, temperature: float, gumbel
     return H + (P - P.detach()), indices
 
 
+def select_picked(W: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
+    """The picked documents' vectors W M: (B, k, N) x (B, N, l, D) -> (B, k, l, D), in M's dtype.
+    Forward: W's rows are exact one-hot rows, so this is exactly M[idx], as long as the product runs
+    in float32; under bf16 autocast the einsum would round M to bf16. So autocast is off here and
+    both sides are float32; the backward still reaches W (the straight-through gradient)."""
+    with torch.autocast(M.device.type, enabled=False):
+        return torch.einsum("bkn,bnld->bkld", W.float(), M.float()).to(M.dtype)
+
+
 # --- The model: compressor, query reasoner, scores, generator, stage losses ----------------------
 
 class CLaRa(nn.Module):
@@ -474,8 +483,7 @@ class CLaRa(nn.Module):
         s = self.score(self.encode_query(questions), M)  # (B, N)
         W, idx = differentiable_topk(s, k, self.config.temperature,
                                      gumbel=self.config.gumbel and self.training, hard=hard)
-        selected = torch.einsum("bkn,bnld->bkld", W, M)  # (B, k, l, D): exactly M[idx] forward
-        return selected, idx, s
+        return select_picked(W, M), idx, s  # (B, k, l, D): exactly M[idx] forward
 
     def e2e_loss(self, questions: list[str], candidates, answers: list[str]) -> dict:
         """Stage 3: the answer's CE is the only signal; through the straight-through top-k it trains

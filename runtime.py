@@ -211,11 +211,15 @@ class FlopCounter:
     costs 2 W P FLOPs forward, and 2 W P more backward when it needs gradients (input gradients
     only: the backbone is frozen; LoRA's and attention's T^2 terms are left out, a few percent).
     W counts the nn.Linear weights inside the blocks (under CLaRa each is the frozen base of a
-    clara.LoRALinear)."""
+    clara.LoRALinear). The LM head (D x V; tied to the input embeddings in SmolLM2, about a fifth
+    of its weights) costs 2 D V per position whose logits are computed, and as much again backward:
+    every position of a full forward, only the target positions in CLaRa.generator_loss, one per
+    row and new token in greedy decoding."""
 
     def __init__(self, model):
         self.positions, self.flops, self._weights = 0, 0.0, {}
         model.backbone.base_model.register_forward_pre_hook(self._count, with_kwargs=True)
+        model.backbone.get_output_embeddings().register_forward_hook(self._count_head)
 
     def _count(self, base, args, kwargs):
         mask, x = kwargs.get("attention_mask"), kwargs.get("inputs_embeds", kwargs.get("input_ids"))
@@ -225,6 +229,10 @@ class FlopCounter:
             self._weights[n] = sum(m.weight.numel() for m in base.layers.modules() if isinstance(m, torch.nn.Linear))
         self.positions += P
         self.flops += (4 if torch.is_grad_enabled() else 2) * self._weights[n] * P
+
+    def _count_head(self, head, args, logits):
+        D, V = args[0].shape[-1], logits.shape[-1]  # hidden states (..., D) -> logits (..., V)
+        self.flops += (4 if torch.is_grad_enabled() else 2) * D * V * (logits.numel() // V)
 
     def take(self):
         """-> (positions, FLOPs) since the last call."""

@@ -324,6 +324,27 @@ def test_flop_counter_counts_real_positions_and_backward():
     assert counter.take() == (7, 4 * W * 7), "a pass that needs gradients counts the backward too"
 
 
+def test_flop_counter_counts_the_lm_head_where_logits_are_computed():
+    """The tied LM head (D x V) costs 2 D V FLOPs per position whose logits are computed: all
+    positions of a full forward (padding too), the target positions alone in generator_loss."""
+    model = CLaRa(*load_backbone("tiny"), train.clara_config(train.parse_args(SMALL)))
+    head = model.backbone.get_output_embeddings()
+    assert head.weight is model.backbone.get_input_embeddings().weight, "the tiny backbone ties its head"
+    counter = runtime.FlopCounter(model)
+    W = sum(m.base.weight.numel() for m in model.backbone.base_model.layers.modules()
+            if isinstance(m, LoRALinear))
+    per_logit = 2 * head.in_features * head.out_features  # 2 D V
+    ids = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])
+    mask = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])  # 7 real positions, 1 padding
+    with torch.no_grad():
+        model.backbone(input_ids=ids, attention_mask=mask)
+    assert counter.take() == (7, 2 * W * 7 + per_logit * 8), "blocks on 7 real positions, logits on all 8"
+    targets = len(model.tokenizer("Varel" + model._chat["end"], add_special_tokens=False)["input_ids"])
+    model.generator_loss(["Who?"], None, ["Varel"])
+    P, flops = counter.take()
+    assert flops == 4 * W * P + 2 * per_logit * targets, "generator_loss computes logits on its targets only"
+
+
 def test_autocast_is_a_fresh_context_per_use_so_nesting_leaves_it_off():
     """One torch.autocast object entered inside itself (the old policy: pick_device handed out one
     object for every `with`) saves "on" as the state to restore, so bf16 stays on after the outer

@@ -32,30 +32,35 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def pick_device(dtype: str = "auto", device: str = "auto", file=None):
-    """Decide device and dtype once and print why (to `file`, default stdout).
-    -> (torch.device, autocast): autocast() gives a fresh context manager per use, `with autocast():`.
+def pick_device(dtype: str = "auto", device: str = "auto", file=None, trained: str | None = None):
+    """Decide device and compute dtype once and print why (to `file`, default stdout).
+    -> (torch.device, autocast, "float32" | "bfloat16"): autocast() gives a fresh context manager
+    per use, `with autocast():`.
 
-    dtype   "auto": bf16 autocast on a GPU and on CPUs with native bf16, else float32;
-            "float32" or "bfloat16" force it (train.py --dtype).
-    device  "auto": cuda, else mps, else cpu; a name ("cpu", "cuda", "mps") runs there in float32
-            (eval.py and ask.py --device)."""
-    if device != "auto":
-        print(f"device: {device}, float32: asked for with --device", file=file)
-        return torch.device(device), autocast_factory(torch.device(device), bf16=False)
-    if torch.cuda.is_available():
-        device, name = torch.device("cuda"), f"cuda ({torch.cuda.get_device_name()})"
-        bf16, why = dtype != "float32", "a GPU is available" if dtype == "auto" else f"--dtype {dtype}"
-    elif torch.backends.mps.is_available():
-        device, name, bf16, why = torch.device("mps"), "mps", False, "Apple GPU: float32 kept, as tested"
+    dtype   "float32" or "bfloat16" force it (--dtype of train.py, eval.py, ask.py). "auto": as
+            trained when `trained` names the checkpoint's dtype (eval.py, ask.py); else bf16
+            autocast on a GPU and on CPUs with native bf16, float32 elsewhere (train.py).
+    device  "auto": cuda, else mps, else cpu; or a name ("cpu", "cuda", "mps": eval.py and ask.py
+            --device). An Apple GPU (mps) always runs float32, as tested."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    device = torch.device(device)
+    name = (f"cuda ({torch.cuda.get_device_name()})" if device.type == "cuda" else
+            f"cpu ({torch.get_num_threads()} threads)" if device.type == "cpu" else device.type)
+    if device.type == "mps":
+        bf16, why = False, "Apple GPU: float32 kept, as tested"
+    elif dtype != "auto":
+        bf16, why = dtype == "bfloat16", f"--dtype {dtype}"
+    elif trained is not None:
+        bf16, why = trained == "bfloat16", f"as trained (the checkpoint records {trained}); --dtype to override"
+    elif device.type == "cuda":
+        bf16, why = True, "a GPU is available"
     else:
-        device, name = torch.device("cpu"), f"cpu ({torch.get_num_threads()} threads)"
-        native = cpu_has_bf16()
-        bf16 = dtype == "bfloat16" or (dtype == "auto" and native)
-        why = (f"--dtype {dtype}" if dtype != "auto" else "this CPU has native bf16 (avx512_bf16); "
-               "--dtype float32 to opt out" if native else "no native bf16 on this CPU")
+        bf16 = cpu_has_bf16()
+        why = ("this CPU has native bf16 (avx512_bf16); --dtype float32 to opt out" if bf16
+               else "no native bf16 on this CPU")
     print(f"device: {name}, {'bf16 autocast' if bf16 else 'float32'}: {why}", file=file)
-    return device, autocast_factory(device, bf16)
+    return device, autocast_factory(device, bf16), "bfloat16" if bf16 else "float32"
 
 
 def autocast_factory(device, bf16: bool):
@@ -68,10 +73,12 @@ def autocast_factory(device, bf16: bool):
     return functools.partial(torch.autocast, device.type, dtype=torch.bfloat16)
 
 
-def backbone_dtype(device) -> torch.dtype:
-    """The frozen backbone's weights: bf16 on CUDA (autocast would re-cast fp32 weights at every
-    op), float32 elsewhere; adapters and memory tokens are float32 always (clara.LoRALinear)."""
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
+def backbone_dtype(device, dtype: str) -> torch.dtype:
+    """The frozen backbone's weights for compute dtype `dtype` (pick_device's third value): bf16 on
+    CUDA under bf16 autocast (which would re-cast fp32 weights at every op), float32 otherwise
+    (a CPU's bf16 autocast casts them, as tested); adapters and memory tokens are float32 always
+    (clara.LoRALinear)."""
+    return torch.bfloat16 if device.type == "cuda" and dtype == "bfloat16" else torch.float32
 
 
 def sync(device):

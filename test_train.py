@@ -357,12 +357,21 @@ def test_autocast_is_a_fresh_context_per_use_so_nesting_leaves_it_off():
         assert torch.is_autocast_enabled("cpu"), "the hazard this policy avoids is gone from torch"
     finally:
         torch.set_autocast_enabled("cpu", False)
-    device, autocast = runtime.pick_device("bfloat16")
+    device, autocast, _ = runtime.pick_device("bfloat16")
     with autocast():
         with autocast():
             assert torch.is_autocast_enabled(device.type)
         assert torch.is_autocast_enabled(device.type), "the inner block switched the outer one off"
     assert not torch.is_autocast_enabled(device.type), "bf16 autocast outlived its block"
+
+
+def test_one_dtype_policy_float32_gives_float32_weights_and_auto_runs_as_trained():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")  # no GPU needed: a pure function
+    assert runtime.backbone_dtype(cuda, "float32") == torch.float32, "--dtype float32 on CUDA got bf16 weights"
+    assert runtime.backbone_dtype(cuda, "bfloat16") == torch.bfloat16
+    assert runtime.backbone_dtype(cpu, "bfloat16") == torch.float32, "a CPU's autocast casts fp32 weights"
+    assert runtime.pick_device("auto", "cpu", trained="bfloat16")[2] == "bfloat16", "auto: as trained"
+    assert runtime.pick_device("float32", "cpu", trained="bfloat16")[2] == "float32", "--dtype overrides"
 
 
 def test_the_shuffled_control_of_the_diagnostics_never_reads_a_rows_own_passage():

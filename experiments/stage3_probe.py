@@ -172,7 +172,7 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     torch.manual_seed(args.seed)
-    device, autocast = pick_device("auto")
+    device, autocast, _ = pick_device("auto")
     model = CLaRa.load(args.init).to(device)
     if args.qr_init == "compressor":
         model.init_query_reasoner()  # as train.py does; "scratch" keeps the checkpoint's untrained theta_qr

@@ -34,7 +34,9 @@ def test_smoke_run_trains_all_three_stages(tmp_path):
 
 
 def test_resume_after_an_interruption_gives_the_same_weights(tmp_path):
-    args = SMALL + ["--stage", "pretrain", "--steps", "4", "0", "0"]
+    """With LoRA dropout on, so the resumed run must also restore the random generator to draw the
+    masks the uninterrupted run drew."""
+    args = SMALL + ["--stage", "pretrain", "--steps", "4", "0", "0", "--lora-dropout", "0.1"]
     train.main(args + ["--out", str(tmp_path / "straight")])
     with pytest.raises(SystemExit, match="stopped after step 2"):
         train.main(args + ["--out", str(tmp_path / "resumed"), "--stop-after", "2"])

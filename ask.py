@@ -487,7 +487,7 @@ def pick_top_k(model, index: Index, scores: torch.Tensor, ids: torch.Tensor, k: 
     positions into N, best first; the picked vectors (B, k, l, D), exactly M[picks])."""
     M = index.vectors(ids).to(model.device, model.memory_tokens.dtype)  # (B, N, l, D)
     W, picks = clara.differentiable_topk(scores.to(model.device), k, model.config.temperature)  # (B, k, N)
-    return picks.cpu(), torch.einsum("bkn,bnld->bkld", W.to(M.dtype), M)
+    return picks.cpu(), clara.select_picked(W, M)
 
 
 @torch.no_grad()
@@ -556,30 +556,33 @@ def parse_args(argv=None):
     q.add_argument("questions", nargs="*", help="questions; none: read one per stdin line until EOF")
     for sp in (i, q):
         sp.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+        sp.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+                        help="auto: as trained (the dtype the checkpoint records; one without: train.py's auto rule)")
     args = p.parse_args(argv)
     if args.command == "query" and args.faiss and args.first_stage == "bm25":
         p.error("--faiss searches with the query reasoner; --first-stage bm25 does not use it")
     return args
 
 
-def load_model(ckpt: str, device_name: str):
-    """CLaRa.load on the chosen device, in eval mode; says which device and why."""
-    if device_name == "auto":
-        device_name = "cuda" if torch.cuda.is_available() else "cpu"
-        why = "a GPU is available" if device_name == "cuda" else "no GPU found"
-        print(f"device: {device_name}, float32: {why}", file=sys.stderr)
+def load_model(ckpt: str, device_name: str = "auto", dtype: str = "auto"):
+    """CLaRa.load on the chosen device, in eval mode, with the autocast to run it under (--dtype
+    auto: the dtype it was trained in, runtime.pick_device); says which and why. -> (model, autocast)"""
     if not os.path.isfile(os.path.join(ckpt, "config.json")):
         raise FileNotFoundError(f"{ckpt}: not a checkpoint (no config.json); pass --ckpt")
-    return clara.CLaRa.load(ckpt).to(device_name).eval()
+    device, autocast, dtype = runtime.pick_device(dtype, device_name, file=sys.stderr,
+                                                  trained=clara.trained_dtype(ckpt))
+    model = clara.CLaRa.load(ckpt, backbone_dtype=runtime.backbone_dtype(device, dtype))
+    return model.to(device).eval(), autocast
 
 
 def main(argv=None):
     args = parse_args(argv)
     if args.command == "index":
         passages = data.read_passages(args.docs, args.paragraphs, args.split)  # bad input fails before a slow load
-        model = load_model(args.ckpt, args.device)
-        index = Index.build(model, passages, args.out, args.ckpt, args.shard_size, args.batch_size,
-                            args.stop_after)
+        model, autocast = load_model(args.ckpt, args.device, args.dtype)
+        with autocast():
+            index = Index.build(model, passages, args.out, args.ckpt, args.shard_size, args.batch_size,
+                                args.stop_after)
         print(f"index: {len(index)} passages in {index.n_shards} shard file(s), "
               f"{index.l * index.D * 2} bytes per passage -> {args.out}")
         return index
@@ -589,13 +592,14 @@ def main(argv=None):
         if index.manifest["checkpoint"] is None:
             raise SystemExit(f"{args.index}/index.json names no checkpoint; pass --ckpt")
         ckpt = os.path.join(args.index, index.manifest["checkpoint"])
-    model = load_model(ckpt, args.device)
+    model, autocast = load_model(ckpt, args.device, args.dtype)
     index.check_model(model)
     questions = args.questions or _stdin_questions()
     answers = []
     for question in questions:
-        answers.append(ask(model, index, question, args.k, args.n, args.faiss, args.max_new_tokens,
-                           args.first_stage))
+        with autocast():
+            answers.append(ask(model, index, question, args.k, args.n, args.faiss, args.max_new_tokens,
+                               args.first_stage))
         print_answer(answers[-1])
     return answers
 

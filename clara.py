@@ -214,6 +214,15 @@ def window_means(states: torch.Tensor, mask: torch.Tensor, l: int) -> torch.Tens
     return (w.to(states.dtype) @ states) / w.sum(-1, keepdim=True)  # (n, l, T) @ (n, T, D) -> (n, l, D)
 
 
+def select_picked(W: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
+    """The picked documents' vectors W M: (B, k, N) x (B, N, l, D) -> (B, k, l, D), in M's dtype.
+    Forward: W's rows are exact one-hot rows, so this is exactly M[idx], as long as the product runs
+    in float32; under bf16 autocast the einsum would round M to bf16. So autocast is off here and
+    both sides are float32; the backward still reaches W (the straight-through gradient)."""
+    with torch.autocast(M.device.type, enabled=False):
+        return torch.einsum("bkn,bnld->bkld", W.float(), M.float()).to(M.dtype)
+
+
 # --- The model: compressor, query reasoner, scores, generator, stage losses ----------------------
 
 class CLaRa(nn.Module):
@@ -501,8 +510,7 @@ class CLaRa(nn.Module):
         s = self.score(self.encode_query(questions), M)  # (B, N)
         W, idx = differentiable_topk(s, k, self.config.temperature,
                                      gumbel=self.config.gumbel and self.training, hard=hard)
-        selected = torch.einsum("bkn,bnld->bkld", W, M)  # (B, k, l, D): exactly M[idx] forward
-        return selected, idx, s
+        return select_picked(W, M), idx, s  # (B, k, l, D): exactly M[idx] forward
 
     def e2e_loss(self, questions: list[str], candidates, answers: list[str]) -> dict:
         """Stage 3: the answer's CE is the only signal; through the straight-through top-k it trains
@@ -521,20 +529,24 @@ class CLaRa(nn.Module):
 
     # -- checkpoints: only what training changed (as nanoGPT's from_pretrained) ---------------
 
-    def save(self, directory: str):
+    def save(self, directory: str, dtype: str | None = None):
         """Write adapters.safetensors (the 3 adapters and the memory tokens; safetensors: no pickle),
-        then config.json (the CLaRaConfig and the backbone's fingerprint), each atomically."""
+        then config.json (the CLaRaConfig, the backbone's fingerprint and, when given, the compute
+        dtype training ran in, "float32" or "bfloat16": eval.py and ask.py run in it by default),
+        each atomically."""
         from safetensors.torch import save_file
         os.makedirs(directory, exist_ok=True)
         tensors = {n: p.detach().cpu().contiguous() for n, p in self.trainable_state_dict().items()}
         atomic_write(os.path.join(directory, TENSORS), lambda path: save_file(tensors, path))
-        meta = json.dumps({"config": asdict(self.config), "backbone": backbone_fingerprint(self.backbone)}, indent=2)
+        meta = {"config": asdict(self.config), "backbone": backbone_fingerprint(self.backbone)}
+        meta = json.dumps({**meta, "dtype": dtype} if dtype else meta, indent=2)
         atomic_write(os.path.join(directory, CONFIG), lambda path: Path(path).write_text(meta))
 
     @classmethod
-    def load(cls, directory: str, backbone=None) -> "CLaRa":
-        """Rebuild from save(): backbone = (model, tokenizer) or None to load config.backbone. A
-        checkpoint of another configuration or backbone is refused, naming the path and field."""
+    def load(cls, directory: str, backbone=None, backbone_dtype: torch.dtype = torch.float32) -> "CLaRa":
+        """Rebuild from save(): backbone = (model, tokenizer) or None to load config.backbone (its
+        weights in backbone_dtype). A checkpoint of another configuration or backbone is refused,
+        naming the path and field."""
         path = os.path.join(directory, CONFIG)
         with open(path) as f:
             meta = json.load(f)
@@ -544,7 +556,7 @@ class CLaRa(nn.Module):
         config = CLaRaConfig(**meta["config"])
         if backbone is None and config.backbone is None:
             raise ValueError(f"{path}: the checkpoint does not name its backbone; pass backbone=(model, tokenizer)")
-        model, tokenizer = backbone if backbone is not None else load_backbone(config.backbone)
+        model, tokenizer = backbone if backbone is not None else load_backbone(config.backbone, backbone_dtype)
         if backbone_fingerprint(model) != meta["backbone"]:
             raise ValueError(f"{path}: checkpoint was trained on backbone {meta['backbone']}, "
                              f"but the given backbone is {backbone_fingerprint(model)}")
@@ -571,6 +583,17 @@ def backbone_fingerprint(backbone) -> dict:
     """What must match for adapters to fit a backbone (saved in config.json, checked by CLaRa.load)."""
     keys = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")
     return {k: getattr(backbone.config, k) for k in keys}
+
+
+def trained_dtype(directory: str) -> str | None:
+    """The compute dtype a checkpoint was trained in, "float32" or "bfloat16" (train.py records it
+    through CLaRa.save), or None for a checkpoint saved without one."""
+    path = os.path.join(directory, CONFIG)
+    with open(path) as f:
+        dtype = json.load(f).get("dtype")
+    if dtype not in (None, "float32", "bfloat16"):
+        raise ValueError(f"{path}: dtype {dtype!r}, expected 'float32' or 'bfloat16'")
+    return dtype
 
 
 def load_tensors(directory: str) -> dict[str, torch.Tensor]:

@@ -45,8 +45,8 @@ import corpus
 import data
 import metrics
 from backbones import past
-from clara import QUERY_FIELDS, CLaRa, CLaRaConfig, VectorCache, load_tensors
-from runtime import pick_device, sync
+from clara import QUERY_FIELDS, CLaRa, CLaRaConfig, VectorCache, load_tensors, trained_dtype
+from runtime import backbone_dtype, pick_device, sync
 
 SETTINGS = ("closed-book", "text-rag", "compressed", "end-to-end", "rerank", "efficiency")
 PARTS = {"test": "e2e_test.jsonl", "dev": "e2e_heldout.jsonl"}  # corpus.py: held-out people, 40 + 40
@@ -75,6 +75,8 @@ def parse_args(argv=None):
     p.add_argument("--latency-questions", type=int, default=10)
     p.add_argument("--first-alias-only", action="store_true", help="official rule: score golds[0] only")
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+                   help="auto: as trained (the dtype the checkpoint records; one without: train.py's auto rule)")
     p.add_argument("--out", default=None, help="write all results (per-question predictions too) as JSON")
     return p.parse_args(argv)
 
@@ -346,22 +348,23 @@ def evaluate(args):
     fields = sorted({r["gold_field"] for r in rows})
     rule = (f"{'the first gold alias only (official rule)' if args.first_alias_only else 'max over all gold aliases'}"
             f" of field {' / '.join(fields)}")
-    device, autocast = pick_device(device=args.device)  # the same policy and printed reason as train.py
+    # train.py's policy and printed reason; --dtype auto: the dtype the checkpoint was trained in
+    device, autocast, dtype = pick_device(args.dtype, args.device, trained=trained_dtype(args.ckpt))
     sizes = sorted({len(r["docs"]) for r in rows})
     print(f"checkpoint: {args.ckpt}\ndata: {source}: {len(rows)} questions, k = {k}, N = "
           f"{'-'.join(map(str, sorted({sizes[0], sizes[-1]})))} candidates\nanswers scored against: {rule}")
-    model = CLaRa.load(args.ckpt).to(device).eval()
+    model = CLaRa.load(args.ckpt, backbone_dtype=backbone_dtype(device, dtype)).to(device).eval()
     if reference:
         check_same_config(model, reference, args.ckpt)
     chosen = [data.oracle_k(r, k) for r in rows]
     passages = [[r["docs"][c] for c in cs] for r, cs in zip(rows, chosen)]
     res = {"checkpoint": args.ckpt, "data": source, "part": None if args.data else args.part,
-           "text_reference": reference_note, "device": str(device), "questions": len(rows), "k": k,
-           "alias_rule": rule, "max_new_tokens": args.max_new_tokens, "settings": {}, "reranking": {},
+           "text_reference": reference_note, "device": str(device), "dtype": dtype, "questions": len(rows),
+           "k": k, "alias_rule": rule, "max_new_tokens": args.max_new_tokens, "settings": {}, "reranking": {},
            "passages": "text-rag and compressed read the positives (pos_index) plus the first "
                        "non-positive candidates up to k, in candidate order"}
     want, cache, picks = set(args.settings), None, {}
-    with torch.no_grad(), autocast:
+    with torch.no_grad(), autocast():
         if want - {"closed-book", "text-rag"}:
             cache, res["compression"] = compress_candidates(model, rows, args, device)
         if want & {"end-to-end", "rerank"}:

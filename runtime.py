@@ -4,6 +4,8 @@ Nothing here is part of CLaRa itself, and nothing here imports the method: clara
 atomic_write (for CLaRa.save).
 """
 
+import contextlib
+import functools
 import os
 import sys
 import time
@@ -30,36 +32,53 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def pick_device(dtype: str = "auto", device: str = "auto", file=None):
-    """Decide device and dtype once and print why (to `file`, default stdout).
-    -> (torch.device, autocast context manager to run the model under).
+def pick_device(dtype: str = "auto", device: str = "auto", file=None, trained: str | None = None):
+    """Decide device and compute dtype once and print why (to `file`, default stdout).
+    -> (torch.device, autocast, "float32" | "bfloat16"): autocast() gives a fresh context manager
+    per use, `with autocast():`.
 
-    dtype   "auto": bf16 autocast on a GPU and on CPUs with native bf16, else float32;
-            "float32" or "bfloat16" force it (train.py --dtype).
-    device  "auto": cuda, else mps, else cpu; a name ("cpu", "cuda", "mps") runs there in float32
-            (eval.py and ask.py --device)."""
-    if device != "auto":
-        print(f"device: {device}, float32: asked for with --device", file=file)
-        return torch.device(device), torch.autocast("cpu", enabled=False)
-    if torch.cuda.is_available():
-        device, name = torch.device("cuda"), f"cuda ({torch.cuda.get_device_name()})"
-        bf16, why = dtype != "float32", "a GPU is available" if dtype == "auto" else f"--dtype {dtype}"
-    elif torch.backends.mps.is_available():
-        device, name, bf16, why = torch.device("mps"), "mps", False, "Apple GPU: float32 kept, as tested"
+    dtype   "float32" or "bfloat16" force it (--dtype of train.py, eval.py, ask.py). "auto": as
+            trained when `trained` names the checkpoint's dtype (eval.py, ask.py); else bf16
+            autocast on a GPU and on CPUs with native bf16, float32 elsewhere (train.py).
+    device  "auto": cuda, else mps, else cpu; or a name ("cpu", "cuda", "mps": eval.py and ask.py
+            --device). An Apple GPU (mps) always runs float32, as tested."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    device = torch.device(device)
+    name = (f"cuda ({torch.cuda.get_device_name()})" if device.type == "cuda" else
+            f"cpu ({torch.get_num_threads()} threads)" if device.type == "cpu" else device.type)
+    if device.type == "mps":
+        bf16, why = False, "Apple GPU: float32 kept, as tested"
+    elif dtype != "auto":
+        bf16, why = dtype == "bfloat16", f"--dtype {dtype}"
+    elif trained is not None:
+        bf16, why = trained == "bfloat16", f"as trained (the checkpoint records {trained}); --dtype to override"
+    elif device.type == "cuda":
+        bf16, why = True, "a GPU is available"
     else:
-        device, name = torch.device("cpu"), f"cpu ({torch.get_num_threads()} threads)"
-        native = cpu_has_bf16()
-        bf16 = dtype == "bfloat16" or (dtype == "auto" and native)
-        why = (f"--dtype {dtype}" if dtype != "auto" else "this CPU has native bf16 (avx512_bf16); "
-               "--dtype float32 to opt out" if native else "no native bf16 on this CPU")
+        bf16 = cpu_has_bf16()
+        why = ("this CPU has native bf16 (avx512_bf16); --dtype float32 to opt out" if bf16
+               else "no native bf16 on this CPU")
     print(f"device: {name}, {'bf16 autocast' if bf16 else 'float32'}: {why}", file=file)
-    return device, torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    return device, autocast_factory(device, bf16), "bfloat16" if bf16 else "float32"
 
 
-def backbone_dtype(device) -> torch.dtype:
-    """The frozen backbone's weights: bf16 on CUDA (autocast would re-cast fp32 weights at every
-    op), float32 elsewhere; adapters and memory tokens are float32 always (clara.LoRALinear)."""
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
+def autocast_factory(device, bf16: bool):
+    """A zero-argument callable: each call makes a new context manager (bf16 autocast, or nothing
+    for float32). Not one torch.autocast object shared by all: entering the same object again
+    inside itself overwrites the state it saved on the first entry, so bf16 autocast stays on
+    after the outer block exits (test_train.py shows it)."""
+    if not bf16:
+        return contextlib.nullcontext
+    return functools.partial(torch.autocast, device.type, dtype=torch.bfloat16)
+
+
+def backbone_dtype(device, dtype: str) -> torch.dtype:
+    """The frozen backbone's weights for compute dtype `dtype` (pick_device's third value): bf16 on
+    CUDA under bf16 autocast (which would re-cast fp32 weights at every op), float32 otherwise
+    (a CPU's bf16 autocast casts them, as tested); adapters and memory tokens are float32 always
+    (clara.LoRALinear)."""
+    return torch.bfloat16 if device.type == "cuda" and dtype == "bfloat16" else torch.float32
 
 
 def sync(device):
@@ -199,11 +218,15 @@ class FlopCounter:
     costs 2 W P FLOPs forward, and 2 W P more backward when it needs gradients (input gradients
     only: the backbone is frozen; LoRA's and attention's T^2 terms are left out, a few percent).
     W counts the nn.Linear weights inside the blocks (under CLaRa each is the frozen base of a
-    clara.LoRALinear)."""
+    clara.LoRALinear). The LM head (D x V; tied to the input embeddings in SmolLM2, about a fifth
+    of its weights) costs 2 D V per position whose logits are computed, and as much again backward:
+    every position of a full forward, only the target positions in CLaRa.generator_loss, one per
+    row and new token in greedy decoding."""
 
     def __init__(self, model):
         self.positions, self.flops, self._weights = 0, 0.0, {}
         model.backbone.base_model.register_forward_pre_hook(self._count, with_kwargs=True)
+        model.backbone.get_output_embeddings().register_forward_hook(self._count_head)
 
     def _count(self, base, args, kwargs):
         mask, x = kwargs.get("attention_mask"), kwargs.get("inputs_embeds", kwargs.get("input_ids"))
@@ -213,6 +236,10 @@ class FlopCounter:
             self._weights[n] = sum(m.weight.numel() for m in base.layers.modules() if isinstance(m, torch.nn.Linear))
         self.positions += P
         self.flops += (4 if torch.is_grad_enabled() else 2) * self._weights[n] * P
+
+    def _count_head(self, head, args, logits):
+        D, V = args[0].shape[-1], logits.shape[-1]  # hidden states (..., D) -> logits (..., V)
+        self.flops += (4 if torch.is_grad_enabled() else 2) * D * V * (logits.numel() // V)
 
     def take(self):
         """-> (positions, FLOPs) since the last call."""
@@ -227,7 +254,7 @@ def measure_peak_flops(device, autocast, n=2048, reps=5) -> float:
     gives a datasheet value instead). On a busy machine it is too low, and MFU too high."""
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     best = float("inf")
-    with torch.no_grad(), autocast:
+    with torch.no_grad(), autocast():
         (a @ b).sum().item()  # warm-up
         for _ in range(reps):
             t0 = time.perf_counter()

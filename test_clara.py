@@ -243,6 +243,19 @@ def test_topk_forward_is_the_exact_hard_topk():
     assert torch.equal(W, F.one_hot(idx, 7).float()), "forward weights must be exact one-hot rows"
 
 
+def test_rerank_selects_exactly_the_picked_vectors_under_bf16_autocast():
+    """The forward of the straight-through top-k promises exactly M[idx]; under CPU bf16 autocast
+    an einsum would round M to bf16 on the way."""
+    model = tiny_clara().eval()
+    torch.manual_seed(3)
+    M = torch.randn(2, 4, model.config.n_memory, model.memory_tokens.shape[1])  # (B, N, l, D) float32
+    assert not torch.equal(M, M.bfloat16().float()), "M must hold values bf16 cannot represent"
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        selected, idx, _ = model.rerank(["Who?", "Where?"], M, k=2)
+    assert selected.dtype == torch.float32
+    assert torch.equal(selected, M[torch.arange(2)[:, None], idx]), "selection rounded under autocast"
+
+
 def test_topk_gradient_is_the_soft_rows_gradient():
     torch.manual_seed(0)
     scores = torch.randn(3, 6, requires_grad=True)

@@ -248,3 +248,20 @@ def test_an_instruct_checkpoint_written_before_the_compressor_field_counts_as_me
     model.config.compressor = "mean-pool"
     with pytest.raises(SystemExit, match="compressor 'memory-tokens' vs 'mean-pool'"):
         clara_eval.before_scores(model, rows, cache, args)
+
+
+def test_eval_runs_in_the_dtype_training_recorded_and_leaves_autocast_off(tmp_path, capsys):
+    """train.py --dtype bfloat16 records the dtype in every checkpoint; eval.py without --dtype runs
+    as trained, says why, and bf16 autocast does not outlive evaluate()."""
+    import train
+    from test_train import SMALL
+    train.main(SMALL + ["--steps", "0", "0", "1", "--dtype", "bfloat16", "--out", str(tmp_path)])
+    for stage in ("pretrain", "instruct", "e2e"):
+        assert json.loads((tmp_path / stage / "config.json").read_text())["dtype"] == "bfloat16", stage
+    capsys.readouterr()
+    res = clara_eval.evaluate(clara_eval.parse_args(
+        ["--ckpt", str(tmp_path / "e2e"), "--limit", "4", "--batch-size", "4", "--max-new-tokens", "2",
+         "--settings", "compressed", "end-to-end", "--device", "cpu"]))
+    assert res["dtype"] == "bfloat16"
+    assert "bf16 autocast: as trained (the checkpoint records bfloat16)" in capsys.readouterr().out
+    assert not torch.is_autocast_enabled("cpu"), "bf16 autocast outlived evaluate()"

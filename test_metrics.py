@@ -1,5 +1,6 @@
 """Tests for metrics.py: hand-computed answer and retrieval scores, and a hand-computed BM25 score."""
 import math
+import random
 
 import pytest
 
@@ -125,6 +126,24 @@ def test_paired_bootstrap_interval_holds_the_difference_and_shrinks_with_questio
     assert big["hi"] - big["lo"] < 0.7 * (r["hi"] - r["lo"]), "4x the questions must narrow the interval"
     with pytest.raises(ValueError, match="paired values"):
         metrics.paired_bootstrap([1, 0], [1])
+
+
+def test_paired_bootstrap_resamples_questions_for_both_settings_at_once():
+    """b varies from question to question and a = b plus a gain on 6 of 100 questions: resampling
+    the same questions for both cancels b's spread, so the paired interval excludes 0, where an
+    unpaired one (a and b resampled apart) is over three times as wide and holds 0."""
+    b = [1, 0] * 50
+    a = list(b)
+    for i in range(1, 12, 2):  # six questions b got wrong, a right
+        a[i] = 1
+    paired = metrics.paired_bootstrap(a, b)
+    rng = random.Random(0)
+    mean = lambda xs: sum(xs[rng.randrange(100)] for _ in range(100)) / 100
+    unpaired = sorted(mean(a) - mean(b) for _ in range(2000))
+    lo, hi = unpaired[50], unpaired[1949]
+    assert lo < 0 < hi, "the unpaired interval should hold 0 here: the test proves nothing"
+    assert 0 < paired["lo"] and paired["diff"] == pytest.approx(0.06), paired
+    assert paired["hi"] - paired["lo"] < (hi - lo) / 3, "not paired: as wide as resampling a and b apart"
 
 
 def test_ranking_metrics_hand_computed_over_the_questions_with_positives():

@@ -34,7 +34,9 @@ def test_smoke_run_trains_all_three_stages(tmp_path):
 
 
 def test_resume_after_an_interruption_gives_the_same_weights(tmp_path):
-    args = SMALL + ["--stage", "pretrain", "--steps", "4", "0", "0"]
+    """With LoRA dropout on, so the resumed run must also restore the random generator to draw the
+    masks the uninterrupted run drew."""
+    args = SMALL + ["--stage", "pretrain", "--steps", "4", "0", "0", "--lora-dropout", "0.1"]
     train.main(args + ["--out", str(tmp_path / "straight")])
     with pytest.raises(SystemExit, match="stopped after step 2"):
         train.main(args + ["--out", str(tmp_path / "resumed"), "--stop-after", "2"])
@@ -358,6 +360,56 @@ def test_flop_counter_counts_real_positions_and_backward():
     assert counter.take() == (7, 2 * W * 7), "forward only: 2 FLOPs per weight per real position"
     model.backbone.base_model(input_ids=ids, attention_mask=mask)
     assert counter.take() == (7, 4 * W * 7), "a pass that needs gradients counts the backward too"
+
+
+def test_flop_counter_counts_the_lm_head_where_logits_are_computed():
+    """The tied LM head (D x V) costs 2 D V FLOPs per position whose logits are computed: all
+    positions of a full forward (padding too), the target positions alone in generator_loss."""
+    model = CLaRa(*load_backbone("tiny"), train.clara_config(train.parse_args(SMALL)))
+    head = model.backbone.get_output_embeddings()
+    assert head.weight is model.backbone.get_input_embeddings().weight, "the tiny backbone ties its head"
+    counter = runtime.FlopCounter(model)
+    W = sum(m.base.weight.numel() for m in model.backbone.base_model.layers.modules()
+            if isinstance(m, LoRALinear))
+    per_logit = 2 * head.in_features * head.out_features  # 2 D V
+    ids = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])
+    mask = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])  # 7 real positions, 1 padding
+    with torch.no_grad():
+        model.backbone(input_ids=ids, attention_mask=mask)
+    assert counter.take() == (7, 2 * W * 7 + per_logit * 8), "blocks on 7 real positions, logits on all 8"
+    targets = len(model.tokenizer("Varel" + model._chat["end"], add_special_tokens=False)["input_ids"])
+    model.generator_loss(["Who?"], None, ["Varel"])
+    P, flops = counter.take()
+    assert flops == 4 * W * P + 2 * per_logit * targets, "generator_loss computes logits on its targets only"
+
+
+def test_autocast_is_a_fresh_context_per_use_so_nesting_leaves_it_off():
+    """One torch.autocast object entered inside itself (the old policy: pick_device handed out one
+    object for every `with`) saves "on" as the state to restore, so bf16 stays on after the outer
+    block; pick_device's autocast() makes a new context per use, which nests cleanly."""
+    shared = torch.autocast("cpu", dtype=torch.bfloat16)
+    try:
+        with shared:
+            with shared:
+                pass
+        assert torch.is_autocast_enabled("cpu"), "the hazard this policy avoids is gone from torch"
+    finally:
+        torch.set_autocast_enabled("cpu", False)
+    device, autocast, _ = runtime.pick_device("bfloat16")
+    with autocast():
+        with autocast():
+            assert torch.is_autocast_enabled(device.type)
+        assert torch.is_autocast_enabled(device.type), "the inner block switched the outer one off"
+    assert not torch.is_autocast_enabled(device.type), "bf16 autocast outlived its block"
+
+
+def test_one_dtype_policy_float32_gives_float32_weights_and_auto_runs_as_trained():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")  # no GPU needed: a pure function
+    assert runtime.backbone_dtype(cuda, "float32") == torch.float32, "--dtype float32 on CUDA got bf16 weights"
+    assert runtime.backbone_dtype(cuda, "bfloat16") == torch.bfloat16
+    assert runtime.backbone_dtype(cpu, "bfloat16") == torch.float32, "a CPU's autocast casts fp32 weights"
+    assert runtime.pick_device("auto", "cpu", trained="bfloat16")[2] == "bfloat16", "auto: as trained"
+    assert runtime.pick_device("float32", "cpu", trained="bfloat16")[2] == "float32", "--dtype overrides"
 
 
 def test_the_shuffled_control_of_the_diagnostics_never_reads_a_rows_own_passage():

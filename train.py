@@ -118,7 +118,7 @@ def parse_args(argv=None):
     p.add_argument("--eval-rows", type=int, default=8, help="held-out rows for the logged diagnostics (>= 2)")
     p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
                    help="auto: bf16 autocast on a GPU and on CPUs with native bf16 (avx512_bf16, amx_bf16), "
-                        "else float32")
+                        "else float32; each checkpoint records the dtype used, eval.py and ask.py run in it")
     p.add_argument("--peak-flops", type=float, default=0,
                    help="the device's peak FLOP/s for the MFU on the log line; 0: measure a matmul at start")
     p.add_argument("--log-every", type=int, default=10)
@@ -250,7 +250,7 @@ def diagnostics(model, stage, held, args, cache, autocast):
     bs = len(held) if stage != "e2e" else max(2, args.batch_size[STAGES.index(stage)])
     batches = [held[i:i + bs] for i in range(0, len(held), bs) if len(held[i:i + bs]) >= 2]
     out = {}
-    with autocast:
+    with autocast():
         if stage in ("pretrain", "instruct"):
             own = [stage_loss(model, stage, b, args)["ce"].item() for b in batches]
             shuf = [stage_loss(model, stage, b, args, shuffle=True)["ce"].item() for b in batches]
@@ -298,8 +298,8 @@ def param_groups(model, params, lr, compressor_lr_mult=1.0):
     return [g for g in groups if g["params"]]
 
 
-def save_stage(model, directory, state):
-    model.save(directory)
+def save_stage(model, directory, state, dtype):
+    model.save(directory, dtype)  # the compute dtype, for eval.py and ask.py (--dtype auto: as trained)
     atomic_write(os.path.join(directory, "trainer_state.pt"), lambda path: torch.save(state, path))
 
 
@@ -340,7 +340,7 @@ def run_stage(model, stage, args, sources, device, autocast, log, counter=None):
     cache = None
     if stage == "e2e":
         t0 = time.time()
-        with autocast:  # the vectors stage 3 reads: compressed as training and evaluation run
+        with autocast():  # the vectors stage 3 reads: compressed as training and evaluation run
             cache = VectorCache(model, rows + held, args.n_candidates, map_batches=sharded)
         print(f"stage e2e: cached {len(cache.index)} passages' vectors in {time.time() - t0:.1f} s")
     order = random.Random(args.seed + i)
@@ -357,7 +357,7 @@ def run_stage(model, stage, args, sources, device, autocast, log, counter=None):
         for batch in micro_batches(step_batch, args.grad_accum):  # this process's share, in pieces
             if stage == "pretrain" and step < args.curriculum:
                 batch = data.curriculum_rows(batch, (step + 1) / args.curriculum)
-            with autocast:
+            with autocast():
                 out = stage_loss(model, stage, batch, args, cache, k=instruct_k_at(args, step, steps))
             (out["loss"] / args.grad_accum).backward()
         all_reduce_grads(params)  # the mean over processes (nothing to do in one)
@@ -388,13 +388,13 @@ def run_stage(model, stage, args, sources, device, autocast, log, counter=None):
             if torch.cuda.is_available():  # dropout and Gumbel noise draw from the CUDA generator there
                 rng["cuda_rng"] = torch.cuda.get_rng_state_all()
             save_stage(model, directory, {"step": done, "optimizer": opt.state_dict(),
-                                          "scheduler": sched.state_dict(), **rng})
+                                          "scheduler": sched.state_dict(), **rng}, args.dtype)
         if args.stop_after and done - start >= args.stop_after and done < steps:
             barrier()  # rank 0 has written the checkpoint before any process exits
             raise SystemExit(f"stage {stage}: stopped after step {done} as asked (--stop-after)")
     if is_main():
         if not os.path.exists(os.path.join(directory, "config.json")):  # a stage of 0 steps: its
-            model.save(directory)  # checkpoint is the one it started from
+            model.save(directory, args.dtype)  # checkpoint is the one it started from
         open(os.path.join(directory, "DONE"), "w").write("done\n")
 
 
@@ -450,7 +450,7 @@ def main(argv=None):
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     print(f"seed {args.seed}")
-    device, autocast = pick_device(args.dtype)
+    device, autocast, args.dtype = pick_device(args.dtype)  # resolved: args.json and checkpoints record it
     if not args.peak_flops:
         args.peak_flops = measure_peak_flops(device, autocast)
         print(f"peak for MFU: {args.peak_flops / 1e9:.0f} GFLOP/s, the best 2048 x 2048 matmul in the training dtype")
@@ -464,7 +464,7 @@ def main(argv=None):
         with open(os.path.join(args.out, "args.json"), "w") as f:
             json.dump({**vars(args), "processes": world_size()}, f, indent=2)
     t0 = time.time()
-    model = CLaRa(*load_backbone(args.backbone, backbone_dtype(device)), clara_config(args)).to(device)
+    model = CLaRa(*load_backbone(args.backbone, backbone_dtype(device, args.dtype)), clara_config(args)).to(device)
     counter = FlopCounter(model)
     print(f"backbone {args.backbone} loaded in {time.time() - t0:.1f} s; l = {model.config.n_memory} memory "
           f"tokens of D = {model.memory_tokens.shape[1]}")

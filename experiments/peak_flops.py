@@ -25,7 +25,7 @@ p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto
 p.add_argument("--n", type=int, default=2048, help="matrix size (train.py measures 2048)")
 args = p.parse_args()
 with contextlib.redirect_stdout(io.StringIO()) as said:
-    device, autocast = pick_device(args.dtype)
+    device, autocast, _ = pick_device(args.dtype)
 print(said.getvalue().strip())
 for reps in (5, 25):
     rates = [measure_peak_flops(device, autocast, n=args.n, reps=reps) / 1e9 for _ in range(4)]

@@ -24,9 +24,9 @@ p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto
 p.add_argument("--out", default="runs/profile", help="where the default corpus is written")
 args = p.parse_args()
 targs = train.parse_args(["--out", args.out, "--dtype", args.dtype])
-device, autocast = runtime.pick_device(args.dtype)
+device, autocast, dtype = runtime.pick_device(args.dtype)
 torch.manual_seed(0)
-backbone, tokenizer = load_backbone(targs.backbone, runtime.backbone_dtype(device))
+backbone, tokenizer = load_backbone(targs.backbone, runtime.backbone_dtype(device, dtype))
 model = CLaRa(backbone.to(device), tokenizer, train.clara_config(targs)).train()
 rows = train.load_stage_rows(targs, "pretrain", train.resolve_sources(targs))[0]
 random.Random(0).shuffle(rows)
@@ -35,7 +35,7 @@ opt = torch.optim.AdamW(params, lr=1e-4)
 
 
 def step(batch):
-    with autocast:
+    with autocast():
         loss = train.stage_loss(model, "pretrain", batch, targs)["loss"]
     loss.backward()
     opt.step()

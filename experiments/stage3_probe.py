@@ -54,7 +54,7 @@ def signal(model, rows, cache, args, autocast):
     model.train()
     for i in range(0, args.rows, args.batch):
         b = rows[i:i + args.batch]
-        with autocast:
+        with autocast():
             q = [r["question"] for r in b]
             M = cache([r["docs"] for r in b])
             sel, idx, s = model.rerank(q, M)
@@ -87,7 +87,7 @@ def counterfactual(model, rows, cache, args, autocast):
     first, ranks, gap, ces = 0, [], [], []
     for r in rows[:args.rows]:
         n = len(r["docs"])
-        with autocast:
+        with autocast():
             M = [[[d]] for d in r["docs"]] if args.text else cache([r["docs"]])[0][:, None, None]  # (N, 1, 1, l, D)
             ce = torch.stack([model.generator_loss([r["question"]], M[i], [r["answer"]]) for i in range(n)])
         ces.append(ce.float().tolist())
@@ -135,7 +135,7 @@ def train(model, rows, held, cache, args, autocast):
         b = order.sample(rows, args.batch)
         if args.tau_end:
             model.config.temperature = args.tau * (args.tau_end / args.tau) ** (step / args.steps)
-        with autocast:
+        with autocast():
             out = model.e2e_loss([r["question"] for r in b], cache([r["docs"] for r in b]), [r["answer"] for r in b])
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()
@@ -172,7 +172,7 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     torch.manual_seed(args.seed)
-    device, autocast = pick_device("auto")
+    device, autocast, _ = pick_device("auto")
     model = CLaRa.load(args.init).to(device)
     if args.qr_init == "compressor":
         model.init_query_reasoner()  # as train.py does; "scratch" keeps the checkpoint's untrained theta_qr
@@ -180,7 +180,7 @@ def main():
     rows = data.load_rows(os.path.join(args.data, "e2e_train.jsonl"), "e2e")
     held = data.load_rows(os.path.join(args.data, "e2e_heldout.jsonl"), "e2e")[:args.heldout]
     random.Random(1).shuffle(rows)
-    with autocast:
+    with autocast():
         cache = VectorCache(model, rows + held, 20)
     if args.what == "signal":
         print(f"held-out MRR {heldout_mrr(model, held, cache)[0]:.1f}")

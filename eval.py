@@ -37,7 +37,6 @@ import os
 import statistics
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict
 
 import torch
 
@@ -45,7 +44,7 @@ import corpus
 import data
 import metrics
 from backbones import past
-from clara import QUERY_FIELDS, CLaRa, CLaRaConfig, VectorCache, load_tensors, trained_dtype
+from clara import QUERY_FIELDS, CLaRa, VectorCache, config_differences, load_tensors, trained_dtype
 from runtime import backbone_dtype, pick_device, sync
 
 SETTINGS = ("closed-book", "text-rag", "compressed", "end-to-end", "rerank", "efficiency")
@@ -157,10 +156,7 @@ def qr_start(ckpt) -> str:
 
 def check_same_config(model, directory, ckpt):
     """Another checkpoint whose adapters eval swaps in must share the model's QUERY_FIELDS."""
-    with open(os.path.join(directory, "config.json")) as f:  # fields added since: their defaults
-        saved = {**asdict(CLaRaConfig()), **json.load(f)["config"]}
-    diff = [f"{n} {saved.get(n)!r} vs {getattr(model.config, n)!r}" for n in QUERY_FIELDS
-            if saved.get(n) != getattr(model.config, n)]
+    diff = config_differences(directory, model.config, QUERY_FIELDS)
     if diff:
         raise SystemExit(f"{directory}: configuration differs from {ckpt}: {', '.join(diff)}")
 

@@ -246,7 +246,7 @@ def test_an_instruct_checkpoint_written_before_the_compressor_field_counts_as_me
         scores, _ = clara_eval.before_scores(model, rows, cache, args)  # no "configuration differs"
     assert scores is not None
     model.config.compressor = "mean-pool"
-    with pytest.raises(SystemExit, match="compressor 'memory-tokens' vs 'mean-pool'"):
+    with pytest.raises(SystemExit, match="compressor saved 'memory-tokens' now 'mean-pool'"):
         clara_eval.before_scores(model, rows, cache, args)
 
 

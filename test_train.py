@@ -74,9 +74,9 @@ def test_a_checkpoint_written_before_the_compressor_field_continues_as_memory_to
     meta = json.loads((tmp_path / "config.json").read_text())
     del meta["config"]["compressor"]  # as written before the field existed
     (tmp_path / "config.json").write_text(json.dumps(meta))
-    train.check_resume_config(train.parse_args(SMALL), tmp_path / "config.json")  # no error: the default
+    train.check_resume_config(train.parse_args(SMALL), tmp_path)  # no error: the default
     with pytest.raises(SystemExit, match="compressor saved 'memory-tokens' now 'mean-pool'"):
-        train.check_resume_config(train.parse_args(SMALL + ["--compressor", "mean-pool"]), tmp_path / "config.json")
+        train.check_resume_config(train.parse_args(SMALL + ["--compressor", "mean-pool"]), tmp_path)
 
 def test_malformed_data_names_file_and_line(tmp_path):
     bad = tmp_path / "bad.jsonl"

@@ -23,7 +23,7 @@ import os
 import random
 import re
 import time
-from dataclasses import asdict, fields
+from dataclasses import fields
 
 import torch
 from tqdm import tqdm
@@ -31,7 +31,7 @@ from tqdm import tqdm
 import corpus
 import data
 import metrics
-from clara import ADAPTERS, CLaRa, CLaRaConfig, VectorCache, load_backbone, load_tensors
+from clara import ADAPTERS, CLaRa, CLaRaConfig, VectorCache, config_differences, load_backbone, load_tensors
 from runtime import (FlopCounter, all_reduce_grads, atomic_write, backbone_dtype, barrier, check_batch_split,
                      gather_chunks, is_main, measure_peak_flops, micro_batches, pick_device, setup_distributed,
                      shard, teardown_distributed, world_size)
@@ -430,16 +430,13 @@ def query_reasoner_is_trained(model) -> bool:
 INIT_MAY_CHANGE = ("top_k", "temperature", "gumbel", "lora_dropout")
 
 
-def check_resume_config(args, path, may_change=()):
+def check_resume_config(args, directory, may_change=()):
     """A resumed run must have the same method configuration as the checkpoint (a run started
     from one with --init: the same except the fields in may_change)."""
-    with open(path) as f:  # fields added since the checkpoint was written count as their defaults
-        saved = {**asdict(CLaRaConfig()), **json.load(f)["config"]}
-    now = asdict(clara_config(args))
-    diff = {k: (saved.get(k), now[k]) for k in now if saved.get(k) != now[k] and k not in may_change}
+    diff = config_differences(directory, clara_config(args),
+                              [f.name for f in fields(CLaRaConfig) if f.name not in may_change])
     if diff:
-        raise SystemExit(f"{path}: checkpoint configuration differs from this run: "
-                         + ", ".join(f"{k} saved {a!r} now {b!r}" for k, (a, b) in diff.items()))
+        raise SystemExit(f"{directory}: checkpoint configuration differs from this run: {', '.join(diff)}")
 
 
 def main(argv=None):
@@ -469,7 +466,7 @@ def main(argv=None):
     print(f"backbone {args.backbone} loaded in {time.time() - t0:.1f} s; l = {model.config.n_memory} memory "
           f"tokens of D = {model.memory_tokens.shape[1]}")
     if args.init:
-        check_resume_config(args, os.path.join(args.init, "config.json"), INIT_MAY_CHANGE)
+        check_resume_config(args, args.init, INIT_MAY_CHANGE)
         model.load_trainable(load_tensors(args.init), args.init)
         print(f"started from checkpoint {args.init}")
     metrics_path = os.path.join(args.out, "metrics.jsonl")
@@ -484,7 +481,7 @@ def main(argv=None):
         directory = os.path.join(args.out, stage)
         for d in (directory, previous):
             if args.resume and d and os.path.exists(os.path.join(d, "config.json")):
-                check_resume_config(args, os.path.join(d, "config.json"))
+                check_resume_config(args, d)
         if args.resume and os.path.exists(os.path.join(directory, "DONE")):
             print(f"stage {stage}: already done in {directory}, loading it")
             model.load_trainable(load_tensors(directory), directory)

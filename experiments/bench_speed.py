@@ -1,0 +1,117 @@
+"""Speed of CLaRa against its own backbone on this machine: inference and one training step.
+Run it alone (no other PyTorch job on the machine), from the repository root:
+
+    python experiments/bench_speed.py                    # packaged SmolLM2-135M, the dtype train.py picks
+    python experiments/bench_speed.py --dtype float32    # or bfloat16: compare the two on this CPU
+
+Prints medians of --reps repetitions:
+  prefill   one forward over a --prefill-positions prompt at batch 1, filling the KV cache;
+  decode    ms per new token with the KV cache, batch 1, --new-tokens tokens;
+  each three ways: raw (the backbone before CLaRa wraps it: the floor), unmerged (the generator
+  adapter run beside each frozen linear, x W + s x A^T B^T, as training runs it) and merged (the
+  adapter folded into the weights, W + s B A: CLaRa.adapter's default in inference);
+  step      one default stage-1 step (batch 4 of the embedded corpus, forward, backward, AdamW),
+            with the frozen backbone's weights in float32 and, under bf16, in bf16 too.
+"""
+import argparse
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import runtime  # noqa: E402
+import train  # noqa: E402  (the default recipe's rows and loss, as train.py runs them)
+from backbones import past  # noqa: E402
+from clara import CLaRa, CLaRaConfig, load_backbone  # noqa: E402
+
+p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+p.add_argument("--backbone", default="smollm2-135m")
+p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto")
+p.add_argument("--reps", type=int, default=5)
+p.add_argument("--prefill-positions", type=int, default=100)
+p.add_argument("--new-tokens", type=int, default=16)
+p.add_argument("--steps", type=int, default=3, help="timed stage-1 steps per weight dtype, after a warm-up step")
+args = p.parse_args()
+
+
+def median_ms(fn, reps):
+    fn()  # warm-up: first-call allocations and kernel choices
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times)
+
+
+@torch.no_grad()
+def decode_ms(model, x, n):
+    """ms per token of n greedy steps after the prefill of x (the prefill not counted)."""
+    out = model(inputs_embeds=x, use_cache=True)
+    nxt = out.logits[:, -1].argmax(-1)
+    runtime.sync(device)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        out = model(input_ids=nxt[:, None], use_cache=True, **past(model, out))
+        nxt = out.logits[:, -1].argmax(-1)
+    runtime.sync(device)
+    return 1000 * (time.perf_counter() - t0) / n
+
+
+device, autocast, dtype = runtime.pick_device(args.dtype)
+backbone, tokenizer = load_backbone(args.backbone, runtime.backbone_dtype(device, dtype))
+backbone = backbone.to(device).eval()
+ids = torch.randint(0, len(tokenizer), (1, args.prefill_positions), device=device)
+x = backbone.get_input_embeddings()(ids).detach()  # (1, T, D)
+figures = {}
+
+
+def measure(name, context):
+    with torch.no_grad(), context(), autocast():
+        prefill = median_ms(lambda: (backbone(inputs_embeds=x, use_cache=True), runtime.sync(device)), args.reps)
+        decode = statistics.median(decode_ms(backbone, x, args.new_tokens) for _ in range(args.reps))
+    figures[name] = (prefill, decode)
+
+
+measure("raw", lambda: torch.no_grad())
+model = CLaRa(backbone, tokenizer, CLaRaConfig(backbone=args.backbone)).to(device).eval()
+with torch.no_grad():  # a trained-looking generator adapter (non-zero B), so the adapter does work
+    for layer in model.lora_layers:
+        layer.lora_B["generator"].normal_(0, 0.01)
+measure("unmerged", lambda: model.adapter("generator", merge=False))
+measure("merged", lambda: model.adapter("generator", merge=True))
+print(f"\n{args.backbone} on {device}, compute dtype {dtype}; medians of {args.reps}")
+print(f"{'':10s}{'prefill ' + str(args.prefill_positions) + ' positions (ms)':>30s}{'decode (ms/token)':>20s}"
+      f"{'decode vs raw':>15s}")
+for name, (pre, dec) in figures.items():
+    print(f"{name:10s}{pre:30.1f}{dec:20.1f}{dec / figures['raw'][1]:14.2f}x")
+
+with tempfile.TemporaryDirectory() as out:  # the embedded corpus, as the default run writes it
+    targs = train.parse_args(["--out", out, "--dtype", dtype, "--backbone", args.backbone])
+    rows = train.load_stage_rows(targs, "pretrain", train.resolve_sources(targs))[0]
+random.Random(0).shuffle(rows)
+weight_dtypes = [torch.float32] + ([torch.bfloat16] if dtype == "bfloat16" else [])
+for weights in weight_dtypes:
+    del model, backbone
+    torch.manual_seed(0)
+    model = CLaRa(*load_backbone(args.backbone, weights), train.clara_config(targs)).to(device).train()
+    backbone = model.backbone
+    params = train.trainable(model, train.TRAINS["pretrain"])
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    times = []
+    for i in range(args.steps + 1):
+        t0 = time.perf_counter()
+        with autocast():
+            loss = train.stage_loss(model, "pretrain", rows[4 * i:4 * i + 4], targs)["loss"]
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        runtime.sync(device)
+        times.append(time.perf_counter() - t0)
+    print(f"stage-1 step (batch 4), backbone weights {str(weights).replace('torch.', '')}, compute {dtype}: "
+          f"{statistics.median(times[1:]):.2f} s (median of {args.steps}, after a warm-up step)")

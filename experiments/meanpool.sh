@@ -4,7 +4,7 @@
 # means of l windows of the passage's own states, no memory tokens, no MSE term), both at 16x, on the
 # same seeds; then seeds.py's table for each: compressed vs its shuffled control vs text RAG, per seed,
 # with paired intervals, mean and seed spread.
-#   bash experiments/meanpool.sh                  # seeds 0 1, the 20-minute recipe (4 runs, ~27 min each)
+#   bash experiments/meanpool.sh                  # seeds 0 1, the 20-minute recipe (4 runs of train + text reference + eval)
 #   bash experiments/meanpool.sh --longer 0 1 2   # also the budget-60 rung (train.py --budget 60)
 # Memory tokens: runs/budget<B>_seedS (seeds.py's own runs of the default recipe, shared with it);
 # mean pooling: runs/meanpool_seedS (budget 20) and runs/meanpool_budget60_seedS. A seed whose

@@ -12,7 +12,7 @@ question-level intervals say how sure each seed is, the spread how much the trai
 train.py's --seed seeds the embedded corpus too, so each seed also draws its own people, questions
 and held-out set: the spread covers both the data draw and the training run.
 
-    python experiments/seeds.py --seeds 0 1 2 --budget 20          # about 3 x 27 min on a 2-core CPU
+    python experiments/seeds.py --seeds 0 1 2 --budget 20          # per seed: train, text reference, eval (docs/results.md)
     python experiments/seeds.py --seeds 0 1 2 --budget 60 --name budget60
     python experiments/seeds.py --seeds 0 1 --table-only           # print the table of finished seeds
     python experiments/seeds.py --seeds 0 1 --name meanpool --train-args="--compressor mean-pool"

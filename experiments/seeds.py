@@ -33,6 +33,7 @@ LEVELS = [("closed-book EM", ("settings", "closed-book", "em")),
           ("compressed, shuffled control EM", ("settings", "compressed-shuffled", "em")),
           ("end-to-end EM", ("settings", "end-to-end", "em")),
           ("end-to-end, shuffled control EM", ("settings", "end-to-end-shuffled", "em")),
+          ("MRR of BM25 over the same N", ("reranking", "bm25", "mrr")),
           ("MRR before stage 3", ("reranking", "before", "mrr")),
           ("MRR after stage 3", ("reranking", "after", "mrr"))]
 CLAIMS = [("compressed - shuffled (EM)", "compressed - shuffled", "em"),

@@ -11,21 +11,15 @@ Study guide: paper component -> where it lives here
     cosine relevance s(q, M)         (Sec. 3.1)         CLaRa.score
     straight-through top-k           (Eq. 3.3-3.4, Alg. 1) differentiable_topk
     generator theta_g reading M      (Sec. 2.2, 3.2)    CLaRa.generator_loss, CLaRa.generate
-    stage 1 SCP pretraining          (Sec. 2.1)         CLaRa.pretrain_loss
-    stage 2 instruction tuning       (Sec. 2.2)         CLaRa.instruct_loss
-    stage 3 end-to-end training      (Sec. 3)           CLaRa.e2e_loss
+    stages 1 SCP, 2 instruct, 3 e2e  (Sec. 2.1, 2.2, 3) CLaRa.pretrain_loss, .instruct_loss, .e2e_loss
     rerank N -> k -> answer          (Sec. 3)           CLaRa.answer
     stage-3 vector cache (theta_c frozen)               VectorCache
     three LoRA adapters on one frozen backbone          backbones.add_lora, CLaRa.adapter
+    checkpoints: only what training changed            CLaRa.save, CLaRa.load
 
-Symbols (docs/design.md section 2): B questions, N candidates per question, k selected, L document tokens
-(doc_max_len), l memory tokens per document (l = L // compression_rate), D hidden size, tau
-temperature of the top-k.
-
-Where this differs from the paper and the official code, and why: README "Differences from the
-paper and the official code" (memory vectors from memory_layer with memory_norm, hand-written
-LoRA adapters chosen per sub-forward, a newline separator between slots, ...). A checkpoint holds
-only what training changed: CLaRa.save / CLaRa.load.
+Symbols (docs/design.md section 2): B questions, N candidates each, k selected, L document tokens
+(doc_max_len), l = L // compression_rate memory tokens per document, D hidden size, tau the top-k's
+temperature. Where this departs from the paper and the official code, and why: README "Differences".
 """
 
 from __future__ import annotations
@@ -57,8 +51,7 @@ CONFIG, TENSORS = "config.json", "adapters.safetensors"  # a checkpoint director
 
 @dataclass
 class CLaRaConfig:
-    backbone: str | None = None  # what load_backbone() builds when a checkpoint is reloaded; None:
-    #                               filled in by CLaRa from the backbone it is built on
+    backbone: str | None = None  # what load_backbone() builds for CLaRa.load; None: filled in by CLaRa
     doc_max_len: int = 128  # L: document tokens kept (truncated); the paper uses 256 with 7B models
     compression_rate: int = 16  # L / l (official: `compr_rate`); 16x is the paper's main setting
     query_max_len: int = 64  # question tokens kept by the query reasoner
@@ -71,11 +64,10 @@ class CLaRaConfig:
     mse_weight: float = 0.1  # lambda of the MSE alignment term (paper: 0.1)
     memory_layer: int = -2  # index into HF hidden_states: -1 = post-norm final layer (paper);
     #                         -2 = residual stream before the last layer (docs/design.md section 8)
-    memory_norm: str = "standardize"  # how memory states become generator inputs (MEMORY_NORMS):
-    #   "none": raw states (paper); "rescale": each vector to the input embeddings' mean norm (~3.2 vs
-    #   ~45); "standardize": per dimension, the layer's mean and std on CALIBRATION_TEXT mapped to the
-    #   input embeddings' mean and std, which removes the massive-activation dimension that made the
-    #   generator treat the vectors like attention sinks and ignore them
+    memory_norm: str = "standardize"  # how memory states become generator inputs (MEMORY_NORMS): "none"
+    #   raw (paper); "rescale": each vector to the input embeddings' mean norm (~3.2 vs ~45); "standardize":
+    #   per dimension, the layer's mean and std on CALIBRATION_TEXT mapped to the input embeddings', which
+    #   removes the massive-activation dimension that made the generator ignore the vectors as attention sinks
     compressor: str = "memory-tokens"  # the paper: l MEM tokens read the text; "mean-pool" (Feldman and
     #   Artzi 2025, arXiv 2510.20797): means of l windows of the text's own states (window_means), the MSE
     #   term zero (nothing to align); memory_tokens then stays (checkpoint shapes), unused and untrained
@@ -106,14 +98,11 @@ class CLaRaConfig:
 
 def differentiable_topk(scores: torch.Tensor, k: int, temperature: float, gumbel: bool = False,
                         hard: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pick k of N documents per row; return weights (B, k, N) and indices (B, k).
-
-    Slot j takes p_j = softmax((s + log mask_j) / tau), where mask_j removes the documents picked
-    by slots < j (a true -inf, so p_j puts exactly zero mass on them), and picks h_j = onehot(argmax p_j).
-    hard=True: W = H + (P - P.detach()), the forward is the exact k-hot selection and the backward
-    is the gradient of the soft rows P (straight-through, Eq. 3.4). hard=False: W = P (relaxed).
-    gumbel=True adds Gumbel(0, 1) noise to s / tau (exploration while training; the paper uses none,
-    so this is "straight-through Gumbel top-k" only when switched on).
+    """Pick k of N documents per row: weights (B, k, N) and indices (B, k). Slot j takes
+    p_j = softmax((s + log mask_j) / tau), mask_j a true -inf on the documents of slots < j (exactly
+    zero mass on them), and h_j = onehot(argmax p_j). hard=True: W = H + (P - P.detach()), forward
+    the exact k-hot selection, backward the gradient of the soft rows P (straight-through, Eq. 3.4);
+    hard=False: W = P. gumbel=True adds Gumbel(0, 1) noise to s / tau (exploration; the paper has none).
 
     >>> w, i = differentiable_topk(torch.tensor([[0.1, 0.9, 0.5]]), k=2, temperature=0.02)
     >>> i.tolist(), w.tolist()
@@ -158,10 +147,9 @@ def window_means(states: torch.Tensor, mask: torch.Tensor, l: int) -> torch.Tens
 
 
 def select_picked(W: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
-    """The picked documents' vectors W M: (B, k, N) x (B, N, l, D) -> (B, k, l, D), in M's dtype.
-    Forward: W's rows are exact one-hot rows, so this is exactly M[idx], as long as the product runs
-    in float32; under bf16 autocast the einsum would round M to bf16. So autocast is off here and
-    both sides are float32; the backward still reaches W (the straight-through gradient)."""
+    """The picked vectors W M: (B, k, N) x (B, N, l, D) -> (B, k, l, D), in M's dtype. Exactly M[idx]
+    forward (W's rows are one-hot) only in float32: bf16 autocast would round M, so it is off here;
+    the backward still reaches W (the straight-through gradient)."""
     with torch.autocast(M.device.type, enabled=False):
         return torch.einsum("bkn,bnld->bkld", W.float(), M.float()).to(M.dtype)
 
@@ -195,11 +183,10 @@ class CLaRa(nn.Module):
 
     @torch.no_grad()
     def calibrate_memory_norm(self):
-        """memory_norm="standardize": fix h -> h * memory_scale + memory_shift, per dimension d,
-        so that the backbone's states at memory_layer on CALIBRATION_TEXT (first token excluded: it
-        is the attention sink) get the mean and std of the input embeddings. Not trained and not
-        saved: a function of the backbone and config, recomputed when a model is built (call again
-        after changing config.memory_layer)."""
+        """memory_norm="standardize": fix h -> h * memory_scale + memory_shift per dimension, so the
+        states at memory_layer on CALIBRATION_TEXT (less the first token, the attention sink) get the input
+        embeddings' mean and std. Not trained or saved: recomputed when a model is built (and to be
+        called again after changing config.memory_layer)."""
         emb = self.backbone.get_input_embeddings().weight.detach().float()  # (V, D)
         ids = self.tokenizer(CALIBRATION_TEXT, add_special_tokens=False, return_tensors="pt")["input_ids"]
         with self.adapter(None):
@@ -215,14 +202,11 @@ class CLaRa(nn.Module):
 
     @contextmanager
     def adapter(self, name: str | None, merge: bool | None = None):
-        """Run the enclosed sub-forward with adapter `name` (or none). Explicit per call and
-        restored after, so no global state outlives the forward; we use no gradient
-        checkpointing, which would re-run forwards at backward time outside this block.
-        merge: fold the adapter into the frozen weights for the block, W' = W + (alpha/r) B A, so a
-        forward costs what the bare backbone's does (one matmul per linear instead of three, a
-        dropout call and two casts: most of a decoded token's time on a CPU). Default: merge in
-        inference (no gradient recorded, eval mode); never while recording gradients, where the
-        adapter must stay in the graph."""
+        """Run the enclosed sub-forward with adapter `name` (or none), restored after: no global state
+        outlives the forward (and no gradient checkpointing re-runs one outside this block).
+        merge: fold the adapter in for the block, W' = W + (alpha/r) B A: one matmul per linear instead
+        of three, a dropout and two casts (most of a decoded token's time on a CPU). Default: merge in
+        inference (no gradient, eval mode); never while recording gradients (the adapter is in the graph)."""
         if name is not None and name not in ADAPTERS:
             raise ValueError(f"unknown adapter {name!r}; choose from {ADAPTERS}")
         if merge is None:
@@ -232,8 +216,7 @@ class CLaRa(nn.Module):
                                "constants, so no gradient would reach the adapter")
         previous = [(layer.active, layer.merged_weight) for layer in self.lora_layers]
         for layer in self.lora_layers:
-            layer.active = name
-            layer.merged_weight = layer.merge(name) if merge and name is not None else None
+            layer.active, layer.merged_weight = name, layer.merge(name) if merge and name is not None else None
         try:
             yield
         finally:
@@ -249,12 +232,10 @@ class CLaRa(nn.Module):
     def _token_ids(self, texts: list[str], max_len: int, what: str) -> list[list[int]]:
         if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
             raise TypeError(f"{what} must be a list of strings, got {type(texts).__name__}")
-        ids = []
         for i, t in enumerate(texts):
             if not isinstance(t, str) or not t.strip():
                 raise ValueError(f"{what}[{i}] is empty or not a string: {t!r}")
-            ids.append(self.tokenizer(t, add_special_tokens=False)["input_ids"][:max_len])
-        return ids
+        return [self.tokenizer(t, add_special_tokens=False)["input_ids"][:max_len] for t in texts]
 
     def _embed_ids(self, ids: list[int]) -> torch.Tensor:
         x = torch.tensor(ids, dtype=torch.long, device=self.device)
@@ -269,11 +250,8 @@ class CLaRa(nn.Module):
         ids = self._token_ids(texts, max_len, what)
         n, l, T = len(ids), self.config.n_memory, max(len(x) for x in ids)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        tok = torch.full((n, T), pad, dtype=torch.long, device=self.device)  # (n, T)
-        text_mask = torch.zeros(n, T, dtype=torch.long, device=self.device)
-        for i, x in enumerate(ids):
-            tok[i, T - len(x):] = torch.tensor(x, device=self.device)
-            text_mask[i, T - len(x):] = 1
+        tok = torch.tensor([[pad] * (T - len(x)) + x for x in ids], device=self.device)  # (n, T), left-padded
+        text_mask = torch.tensor([[0] * (T - len(x)) + [1] * len(x) for x in ids], device=self.device)  # (n, T)
         inputs = self.backbone.get_input_embeddings()(tok)  # (n, T, D)
         mean_pool = self.config.compressor == "mean-pool"  # the text alone: MEM stay out of the graph
         if not mean_pool:
@@ -397,27 +375,22 @@ class CLaRa(nn.Module):
             if isinstance(row, str) or len(row) != n or n == 0:
                 raise ValueError(f"every question needs the same number (>0) of passages: row 0 has "
                                  f"{n}, row {b} has {1 if isinstance(row, str) else len(row)}")
-        out = self.compress([d for row in docs for d in row], with_mse=with_mse)
-        vecs = out[0] if with_mse else out
+        flat = [d for row in docs for d in row]  # B * n passages, compressed as CLaRa.compress does
+        vecs, mse = self._encode(flat, self.config.doc_max_len, "compressor", "docs", with_mse)
         vecs = vecs.view(len(docs), n, *vecs.shape[1:])  # (B * n, l, D) -> (B, n, l, D)
-        return (vecs, out[1]) if with_mse else vecs
+        return (vecs, mse) if with_mse else vecs
 
     # -- the three training stages (Sec. 2.1, 2.2, 3) ----------------------------------------
 
     def pretrain_loss(self, docs: list[str], targets: list[str], kinds: list[str],
                       donors: list[int] | None = None) -> dict:
-        """Stage 1 (SCP): one passage -> its target (all QA pairs as "Question: ..\\nAnswer: .."
-        lines for kind "qa", or a paraphrase); CE + lambda * MSE. The questions are part of the
-        target, not of the prompt. donors: row b reads the vectors of row donors[b] instead of its
-        own (the shuffled control; the caller picks the donors, metrics.shuffle_donors)."""
-        if len(kinds) != len(docs):
-            raise ValueError(f"{len(docs)} docs but {len(kinds)} kinds")
-        bad = [k for k in kinds if k not in ("qa", "paraphrase")]
-        if bad:
-            raise ValueError(f"kinds must be 'qa' or 'paraphrase', got {bad[0]!r}")
+        """Stage 1 (SCP): one passage -> its target (kind "qa": all QA pairs as "Question: ..\\nAnswer: .."
+        lines, the questions in the target, not the prompt; or a paraphrase); CE + lambda * MSE. donors: row
+        b reads row donors[b]'s vectors (the shuffled control; the caller picks them, metrics.shuffle_donors)."""
+        if len(kinds) != len(docs) or not set(kinds) <= {"qa", "paraphrase"}:
+            raise ValueError(f"{len(docs)} docs, {len(kinds)} kinds {set(kinds)}: need one 'qa' or 'paraphrase' each")
         M, mse = self.compress(docs, with_mse=True)  # (B, l, D)
-        if donors is not None:  # a control, not the method: which rows to swap is the caller's rule
-            M = M[donors]
+        M = M if donors is None else M[donors]  # a control, not the method: the caller picks the donors
         instructions = [self.config.qa_instruction if k == "qa" else self.config.paraphrase_instruction
                         for k in kinds]
         ce = self.generator_loss(instructions, M.unsqueeze(1), targets)  # one slot: (B, 1, l, D)
@@ -425,18 +398,15 @@ class CLaRa(nn.Module):
 
     def instruct_loss(self, questions: list[str], docs: list[list[str]], answers: list[str],
                       donors: list[int] | None = None, as_text: bool = False) -> dict:
-        """Stage 2: question + k passages (compressed) -> answer; CE + lambda * MSE. donors: row b
-        reads the k passages' vectors of row donors[b] (the shuffled control, as in pretrain_loss).
-        as_text: the passages are read as text, no compression and no MSE (the same-budget text-RAG
-        reference, not the method: train.py --instruct-reads text)."""
+        """Stage 2: question + k passages (compressed) -> answer; CE + lambda * MSE; donors as in
+        pretrain_loss. as_text: the passages read as text, no compression and no MSE (the same-budget
+        text-RAG reference, not the method: train.py --instruct-reads text)."""
         self._check_batch(questions, docs, answers)
         if as_text:
             ce = self.generator_loss(questions, docs if donors is None else [docs[d] for d in donors], answers)
             return {"loss": ce, "ce": ce.detach()}
         M, mse = self._compress_nested(docs, with_mse=True)  # (B, k, l, D)
-        if donors is not None:
-            M = M[donors]
-        ce = self.generator_loss(questions, M, answers)
+        ce = self.generator_loss(questions, M if donors is None else M[donors], answers)
         return {"loss": ce + self.config.mse_weight * mse, "ce": ce.detach(), "mse": mse.detach()}
 
     def rerank(self, questions: list[str], candidates, k: int | None = None, hard: bool = True):
@@ -444,11 +414,8 @@ class CLaRa(nn.Module):
         Candidate vectors come from the frozen compressor: no gradient reaches theta_c."""
         k = self.config.top_k if k is None else k
         self._check_batch(questions, candidates)
-        if torch.is_tensor(candidates):
-            M = candidates.detach()  # (B, N, l, D)
-        else:
-            with torch.no_grad():
-                M = self._compress_nested(candidates)  # (B, N, l, D)
+        with torch.no_grad():  # (B, N, l, D)
+            M = candidates.detach() if torch.is_tensor(candidates) else self._compress_nested(candidates)
         if k > M.shape[1]:
             raise ValueError(f"top_k = {k} but only N = {M.shape[1]} candidates per question")
         s = self.score(self.encode_query(questions), M)  # (B, N)
@@ -474,10 +441,9 @@ class CLaRa(nn.Module):
     # -- checkpoints: only what training changed (as nanoGPT's from_pretrained) ---------------
 
     def save(self, directory: str, dtype: str | None = None):
-        """Write adapters.safetensors (the 3 adapters and the memory tokens; safetensors: no pickle),
-        then config.json (the CLaRaConfig, the backbone's fingerprint and, when given, the compute
-        dtype training ran in, "float32" or "bfloat16": eval.py and ask.py run in it by default),
-        each atomically."""
+        """Write adapters.safetensors (the 3 adapters and the memory tokens; no pickle), then config.json
+        (the CLaRaConfig, the backbone's fingerprint and, when given, the compute dtype training ran in,
+        "float32" or "bfloat16": eval.py and ask.py run in it by default), each atomically."""
         from safetensors.torch import save_file
         os.makedirs(directory, exist_ok=True)
         tensors = {n: p.detach().cpu().contiguous() for n, p in self.trainable_state_dict().items()}
@@ -488,9 +454,8 @@ class CLaRa(nn.Module):
 
     @classmethod
     def load(cls, directory: str, backbone=None, backbone_dtype: torch.dtype = torch.float32) -> "CLaRa":
-        """Rebuild from save(): backbone = (model, tokenizer) or None to load config.backbone (its
-        weights in backbone_dtype). A checkpoint of another configuration or backbone is refused,
-        naming the path and field."""
+        """Rebuild from save(): backbone = (model, tokenizer), or None to load config.backbone in backbone_dtype.
+        A checkpoint of another configuration or backbone is refused, naming the path and field."""
         path = os.path.join(directory, CONFIG)
         with open(path) as f:
             meta = json.load(f)
@@ -534,13 +499,11 @@ def config_differences(directory: str, config: CLaRaConfig, names=None) -> list[
 
 def backbone_fingerprint(backbone) -> dict:
     """What must match for adapters to fit a backbone (saved in config.json, checked by CLaRa.load)."""
-    keys = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")
-    return {k: getattr(backbone.config, k) for k in keys}
+    return {k: getattr(backbone.config, k) for k in ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")}
 
 
 def trained_dtype(directory: str) -> str | None:
-    """The compute dtype a checkpoint was trained in, "float32" or "bfloat16" (train.py records it
-    through CLaRa.save), or None for a checkpoint saved without one."""
+    """The compute dtype a checkpoint was trained in (CLaRa.save's dtype), or None if saved without one."""
     path = os.path.join(directory, CONFIG)
     with open(path) as f:
         dtype = json.load(f).get("dtype")
@@ -556,12 +519,10 @@ def load_tensors(directory: str) -> dict[str, torch.Tensor]:
 
 
 class VectorCache:
-    """Stage 3 freezes theta_c, so each distinct passage is compressed once (docs/design.md section
-    4): a step then costs one query encoding and one generator pass, whatever N is. Built from rows
-    (their first n docs) under the autocast the model runs under; looked up by text: B lists of n
-    passages -> (B, n, l, D). The vectors stay on the CPU, each batch's rows move to the model's
-    device (10^5 questions x 20 candidates would not fit a GPU). map_batches(fn, batches) -> [fn(b)
-    for b in batches] by default; train.py's compresses each torchrun process's share and gathers."""
+    """Stage 3 freezes theta_c, so each distinct passage of rows (their first n docs) is compressed once,
+    under the model's autocast (docs/design.md section 4); looked up by text: B lists of n passages ->
+    (B, n, l, D), kept on the CPU and moved to the model's device per batch (10^5 questions x 20 candidates
+    would not fit a GPU). map_batches(fn, batches): [fn(b) for b in batches], or train.py's torchrun shards."""
 
     def __init__(self, model, rows, n=None, batch_size=16, map_batches=None):
         passages = sorted({d for r in rows for d in r["docs"][:n]})

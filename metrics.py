@@ -8,8 +8,12 @@ Retrieval: Recall@k and reciprocal rank (MRR when averaged; the paper reports no
 ranking of the N candidates, and BM25 scores as a text-only reranking baseline.
 Controls: shuffle_donors, which row's passages another row reads in the shuffled control (used by
 train.py's stage-1/2 diagnostics and by eval.py).
+Training: supervised_rank_loss (the labelled reference of --rank-loss supervised, on tensors), and
+train.py's log line and no-gap warning, from the records it writes to metrics.jsonl.
 """
+import json
 import math
+import os
 import random
 import re
 import string
@@ -280,3 +284,42 @@ def shuffle_donors(own: list, shown: list, names: list[str] | None = None) -> li
                              f"passages, so the shuffled control has no donor; use rows about other passages")
         donors.append(j)
     return donors
+
+
+# ---------------------------------------------------------------------------- training (train.py)
+
+def supervised_rank_loss(logits, positives: list[list[int]], names: list[str]):
+    """-log (softmax mass of the positives), averaged over rows: logits (B, N) = s / tau over the N
+    candidates, positives[b] row b's pos_index. A contrastive loss on relevance labels, NOT the paper's
+    label-free stage 3 but the upper reference it is compared with (train.py --rank-loss supervised).
+    names[b] (e.g. "file.jsonl:7") labels row b in errors."""
+    pos = logits.new_zeros(logits.shape).bool()  # (B, N)
+    for b, p in enumerate(positives):
+        if not p:
+            raise ValueError(f"{names[b]}: --rank-loss supervised needs pos_index on every row")
+        pos[b, p] = True
+    return (logits.logsumexp(-1) - logits.masked_fill(~pos, float("-inf")).logsumexp(-1)).mean()
+
+
+def format_log(rec: dict) -> str:
+    """One metrics.jsonl record of train.py as its printed log line."""
+    s = f"stage {rec['stage']:8s} step {rec['step']:04d} | loss {rec['loss']:.3f} | lr {rec['lr']:.1e}"
+    if "gap" in rec:
+        s += f" | eval own {rec['eval_own']:.3f} shuffled {rec['eval_shuffled']:.3f} gap {rec['gap']:+.3f}"
+    if "curriculum_gap" in rec:
+        s += f" | warm-up gap {rec['curriculum_gap']:+.3f}"
+    if "mrr" in rec:
+        s += (f" | hit@k {rec['hit']:.2f} mrr {rec['mrr']:.2f}"
+              f" | eval hit@k {rec['eval_hit']:.2f} mrr {rec['eval_mrr']:.2f}")
+    return s + f" | {rec['ms_per_step']:.0f} ms/step {rec['tokens_per_s']:.0f} tok/s mfu {100 * rec['mfu']:.1f}%"
+
+
+def warn_if_no_gap(metrics_path: str, threshold: float = 0.01):
+    """Stage 3 learns only through the generator reading the chosen vectors: if the last stage-1/2
+    gap is ~0, the answer loss cannot tell good documents from bad (measured: MRR fell 43 -> 16)."""
+    if not os.path.exists(metrics_path):
+        return
+    gaps = [r["gap"] for r in map(json.loads, open(metrics_path)) if "gap" in r]
+    if gaps and gaps[-1] < threshold:
+        print(f"warning: the last held-out gap is {gaps[-1]:+.3f}: the memory vectors carry no measurable "
+              f"information yet, so stage 3 has no signal to train the reranker with")

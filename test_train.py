@@ -104,10 +104,10 @@ def test_curriculum_grows_passage_prefixes_to_the_whole_passage():
 def test_stage_3_warns_when_stage_2_ended_without_a_gap(tmp_path, capsys):
     path = tmp_path / "metrics.jsonl"
     path.write_text(json.dumps({"stage": "instruct", "gap": 0.6}) + "\n" + json.dumps({"stage": "instruct", "gap": 0.001}) + "\n")
-    train.warn_if_no_gap(str(path))
+    metrics.warn_if_no_gap(str(path))
     assert "no measurable information" in capsys.readouterr().out
     path.write_text(json.dumps({"stage": "instruct", "gap": 0.3}) + "\n")
-    train.warn_if_no_gap(str(path))
+    metrics.warn_if_no_gap(str(path))
     assert capsys.readouterr().out == ""
 
 
@@ -325,11 +325,16 @@ def test_supervised_rank_loss_is_low_when_the_positive_scores_highest():
     docs = ["Varel Oskin was a luthier in Tessary.", "Mira Holt kept a cat.", "The guild met in spring."]
     rows = [{"question": docs[0], "docs": docs, "pos_index": [0], "where": "r1"}]  # the question is doc 0
     cands = model.compress(docs).detach().unsqueeze(0)  # (1, N, l, D); theta_qr = theta_c (both zero)
-    right = train.supervised_rank_loss(model, [docs[0]], cands, rows)
-    wrong = train.supervised_rank_loss(model, [docs[0]], cands, [dict(rows[0], pos_index=[2])])
+    logits = model.score(model.encode_query([docs[0]]), cands) / model.config.temperature  # (1, N)
+    right = metrics.supervised_rank_loss(logits, [r["pos_index"] for r in rows], ["r1"])
+    wrong = metrics.supervised_rank_loss(logits, [[2]], ["r1"])
     assert right.item() < 0.1 < wrong.item(), (right.item(), wrong.item())
     with pytest.raises(ValueError, match="r1: --rank-loss supervised needs pos_index"):
-        train.supervised_rank_loss(model, [docs[0]], cands, [dict(rows[0], pos_index=[])])
+        metrics.supervised_rank_loss(logits, [[]], ["r1"])
+    with pytest.raises(ValueError, match="r1: --rank-loss supervised needs pos_index"):  # as train.py calls it
+        train.stage_loss(model, "e2e", [dict(rows[0], pos_index=[], answer="Varel")],
+                         train.parse_args(SMALL + ["--rank-loss", "supervised", "--n-candidates", "3"]),
+                         cache=lambda doc_lists: cands)
 
 
 def test_stage_2_keeps_the_positive_and_grows_k():

@@ -10,10 +10,8 @@ Layout of --out: args.json (the resolved run), data/ (the embedded corpus, when 
 <stage>/ (checkpoint: config.json + adapters.safetensors, trainer_state.pt, DONE when finished),
 metrics.jsonl (one line per logging step).
 
-The honest diagnostics (docs/design.md section 8): in stages 1-2 every log line carries the eval loss
-with each passage's own vectors and with another passage's vectors ("gap" = shuffled - own);
-no gap means no information crosses the compressor. In stage 3, hit@k and MRR of the reranker
-(from pos_index, which is never used in the loss).
+Each log line carries held-out diagnostics (docs/design.md section 8): in stages 1-2 the "gap", the
+eval loss with another passage's vectors minus with its own; in stage 3 the reranker's hit@k and MRR.
 """
 
 import argparse
@@ -21,7 +19,6 @@ import json
 import math
 import os
 import random
-import re
 import time
 from dataclasses import fields
 
@@ -32,11 +29,11 @@ import corpus
 import data
 import metrics
 from clara import ADAPTERS, CLaRa, CLaRaConfig, VectorCache, config_differences, load_backbone, load_tensors
+from data import STAGES
 from runtime import (FlopCounter, all_reduce_grads, atomic_write, backbone_dtype, barrier, check_batch_split,
                      gather_chunks, is_main, measure_peak_flops, micro_batches, pick_device, setup_distributed,
                      shard, teardown_distributed, world_size)
 
-from data import STAGES
 TRAINS = {"pretrain": ("compressor", "generator", "memory"),  # paper Sec. 2-3; docs/design.md section 4
           "instruct": ("compressor", "generator"),
           "e2e": ("query_reasoner", "generator")}
@@ -53,24 +50,21 @@ def parse_args(argv=None):
     p.add_argument("--stage", choices=(*STAGES, "all"), default="all")
     p.add_argument("--backbone", default="smollm2-135m", help="smollm2-135m | tiny | hub id | dir | .gguf")
     p.add_argument("--data", nargs="*", default=[], metavar="[STAGE=]SOURCE",
-                   help="a directory with pretrain.jsonl, instruct.jsonl, e2e_train.jsonl (and *_heldout.jsonl "
-                        "for eval); or STAGE=FILE_OR_HF_ID per stage; or one source for a single --stage. "
-                        "Default: the embedded corpus (corpus.py)")
+                   help="a directory of pretrain/instruct/e2e_train.jsonl (+ *_heldout.jsonl), STAGE=FILE_OR_HF_ID "
+                        "per stage, or one source for a single --stage; default: the embedded corpus (corpus.py)")
     p.add_argument("--out", default="runs/default")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--init", default=None, help="start from this checkpoint (e.g. runs/x/instruct for --stage e2e)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--budget", type=int, choices=sorted(BUDGETS), default=None,
-                   help="about this many minutes on a 2-core CPU with SmolLM2-135M under bf16 autocast: "
-                        "the default recipe's steps, scaled (BUDGETS; default 20)")
+                   help="minutes on a 2-core bf16 CPU, SmolLM2-135M: the recipe's steps scaled (BUDGETS; default 20)")
     p.add_argument("--steps", type=int, nargs=3, default=None, metavar=("PRE", "INS", "E2E"),
                    help="optimizer steps per stage (pretrain instruct e2e), instead of a --budget")
     p.add_argument("--batch-size", type=int, nargs=3, default=[4, 4, 8], metavar=("PRE", "INS", "E2E"))
     p.add_argument("--grad-accum", type=int, default=1,
                    help="cut each step's batch into this many micro-batches (less memory; a step's rows stay the same)")
     p.add_argument("--lr", type=float, nargs=3, default=[1e-3, 5e-4, 2e-4], metavar=("PRE", "INS", "E2E"),
-                   help="paper: 1e-4 1e-4 5e-6 at batch 128/128/32 for 7B models; a 135M model on a "
-                        "few hundred steps needs larger ones")
+                   help="paper: 1e-4 1e-4 5e-6 at batch 128/128/32 for 7B; 135M on a few hundred steps needs more")
     p.add_argument("--schedule", choices=("cosine", "constant"), nargs=3, default=["cosine", "cosine", "constant"])
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--doc-max-len", type=int, default=128, help="L")
@@ -78,15 +72,11 @@ def parse_args(argv=None):
     p.add_argument("--top-k", type=int, default=5, help="k")
     p.add_argument("--n-candidates", type=int, default=20, help="N (stage 3; rows must have at least N)")
     p.add_argument("--instruct-k", type=int, default=5,
-                   help="passages per instruct row at the end of stage 2: its positives, then its other "
-                        "passages in order (data.oracle_k), so the gold keeps its slot")
+                   help="passages per instruct row at the end of stage 2: positives first (data.oracle_k)")
     p.add_argument("--instruct-k-start", type=int, default=1,
-                   help="passages per instruct row at the start of stage 2, growing linearly to --instruct-k: "
-                        "reading one slot is learned before finding the useful one among k")
+                   help="passages per instruct row at the start of stage 2, growing linearly to --instruct-k")
     p.add_argument("--rank-loss", choices=("answer", "supervised"), default="answer",
-                   help="stage 3: 'answer' = the paper (the answer's loss alone, no relevance label); "
-                        "'supervised' adds a contrastive loss on pos_index: NOT the paper's method, the "
-                        "labelled upper reference")
+                   help="stage 3: answer = the paper; supervised adds a contrastive loss on pos_index (a reference)")
     p.add_argument("--temperature", type=float, default=0.02, help="tau")
     p.add_argument("--gumbel", action="store_true")
     p.add_argument("--mse-weight", type=float, default=0.1, help="lambda")
@@ -94,31 +84,26 @@ def parse_args(argv=None):
     p.add_argument("--memory-norm", choices=("none", "rescale", "standardize"), default="standardize",
                    help="how memory states become generator inputs (clara.CLaRaConfig.memory_norm)")
     p.add_argument("--compressor", choices=("memory-tokens", "mean-pool"), default="memory-tokens",
-                   help="memory tokens (paper) or means of l windows of the passage's states, no memory "
-                        "tokens and no MSE term (clara.CLaRaConfig.compressor)")
+                   help="memory tokens (paper) or means of l windows of states (clara.CLaRaConfig.compressor)")
     p.add_argument("--lora-r", type=int, default=16)
     p.add_argument("--lora-dropout", type=float, default=0.0)
     p.add_argument("--qr-init", choices=("compressor", "scratch"), default="compressor",
                    help="theta_qr start for stage 3 (paper Table 14: compressor copy is better)")
     p.add_argument("--freeze-generator", action="store_true",
-                   help="stage 3 trains theta_qr alone, the generator fixed (not the paper's default, which "
-                        "updates both): the answer loss then only re-ranks, it cannot teach the generator to "
-                        "answer without the passage")
+                   help="stage 3 trains theta_qr alone (the paper updates theta_g too): the loss can only re-rank")
     p.add_argument("--curriculum", type=int, default=0, metavar="STEPS",
                    help="stage 1 starts with STEPS steps of repeating growing passage prefixes")
     p.add_argument("--pretrain-kinds", default="qa,paraphrase",
                    help="which SCP rows stage 1 trains on (data_type values, comma-separated)")
     p.add_argument("--instruct-reads", choices=("vectors", "text"), default="vectors",
-                   help="text: stage 2 trains theta_g alone on the passages as text, not compressed: the "
-                        "same-budget text-RAG reference of eval.py --text-reference, not the method "
-                        "(with --stage instruct; experiments/text_reference.sh)")
+                   help="text: stage 2 trains theta_g alone reading text, the same-budget text-RAG reference "
+                        "(--stage instruct; experiments/text_reference.sh)")
     p.add_argument("--compressor-lr-mult", type=float, default=1.0,
                    help="learning rate of theta_c and the MEM embeddings = this x the stage's lr")
     p.add_argument("--limit", type=int, default=0, help="use at most this many training rows per stage")
     p.add_argument("--eval-rows", type=int, default=8, help="held-out rows for the logged diagnostics (>= 2)")
     p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
-                   help="auto: bf16 autocast on a GPU and on CPUs with native bf16 (avx512_bf16, amx_bf16), "
-                        "else float32; each checkpoint records the dtype used, eval.py and ask.py run in it")
+                   help="auto: bf16 autocast on a GPU or a CPU with native bf16, else float32 (runtime.pick_device)")
     p.add_argument("--peak-flops", type=float, default=0,
                    help="the device's peak FLOP/s for the MFU on the log line; 0: measure a matmul at start")
     p.add_argument("--log-every", type=int, default=10)
@@ -138,12 +123,10 @@ def parse_args(argv=None):
 
 
 def clara_config(args) -> CLaRaConfig:
-    return CLaRaConfig(backbone=args.backbone, doc_max_len=args.doc_max_len,
-                       compression_rate=args.compression_rate, top_k=args.top_k,
-                       temperature=args.temperature, gumbel=args.gumbel, lora_r=args.lora_r,
-                       lora_alpha=2 * args.lora_r, lora_dropout=args.lora_dropout,
-                       mse_weight=args.mse_weight, memory_layer=args.memory_layer,
-                       memory_norm=args.memory_norm, compressor=args.compressor)
+    return CLaRaConfig(backbone=args.backbone, doc_max_len=args.doc_max_len, compression_rate=args.compression_rate,
+                       top_k=args.top_k, temperature=args.temperature, gumbel=args.gumbel, lora_r=args.lora_r,
+                       lora_alpha=2 * args.lora_r, lora_dropout=args.lora_dropout, mse_weight=args.mse_weight,
+                       memory_layer=args.memory_layer, memory_norm=args.memory_norm, compressor=args.compressor)
 
 
 # --- data ----------------------------------------------------------------------------------------
@@ -219,20 +202,10 @@ def stage_loss(model, stage, rows, args, cache=None, shuffle=False, k=None):
     questions, candidates = [r["question"] for r in rows], cache([r["docs"][:args.n_candidates] for r in rows])
     out = model.e2e_loss(questions, candidates, [r["answer"] for r in rows])
     if args.rank_loss == "supervised":  # NOT the paper: a labelled reference (InfoNCE over the N)
-        out["loss"] = out["loss"] + supervised_rank_loss(model, questions, candidates, rows)
+        s = model.score(model.encode_query(questions), candidates)  # (B, N)
+        out["loss"] = out["loss"] + metrics.supervised_rank_loss(
+            s / model.config.temperature, [r["pos_index"] for r in rows], [r["where"] for r in rows])
     return out
-
-
-def supervised_rank_loss(model, questions, candidates, rows):
-    """-log (softmax mass of the positives) of s / tau over the N candidates: a contrastive loss on
-    pos_index, the upper reference the label-free stage 3 is compared with (--rank-loss supervised)."""
-    logits = model.score(model.encode_query(questions), candidates) / model.config.temperature  # (B, N)
-    pos = torch.zeros_like(logits, dtype=torch.bool)
-    for b, r in enumerate(rows):
-        if not r["pos_index"]:
-            raise ValueError(f"{r['where']}: --rank-loss supervised needs pos_index on every row")
-        pos[b, r["pos_index"]] = True
-    return (logits.logsumexp(-1) - logits.masked_fill(~pos, float("-inf")).logsumexp(-1)).mean()
 
 
 def ranking_metrics(scores, rows, k):
@@ -296,11 +269,6 @@ def param_groups(model, params, lr, compressor_lr_mult=1.0):
     groups = [{"params": [p for p in params if id(p) in fast], "lr": lr * compressor_lr_mult},
               {"params": [p for p in params if id(p) not in fast], "lr": lr}]
     return [g for g in groups if g["params"]]
-
-
-def save_stage(model, directory, state, dtype):
-    model.save(directory, dtype)  # the compute dtype, for eval.py and ask.py (--dtype auto: as trained)
-    atomic_write(os.path.join(directory, "trainer_state.pt"), lambda path: torch.save(state, path))
 
 
 def run_stage(model, stage, args, sources, device, autocast, log, counter=None):
@@ -387,8 +355,9 @@ def run_stage(model, stage, args, sources, device, autocast, log, counter=None):
             rng = {"torch_rng": torch.get_rng_state()}
             if torch.cuda.is_available():  # dropout and Gumbel noise draw from the CUDA generator there
                 rng["cuda_rng"] = torch.cuda.get_rng_state_all()
-            save_stage(model, directory, {"step": done, "optimizer": opt.state_dict(),
-                                          "scheduler": sched.state_dict(), **rng}, args.dtype)
+            state = {"step": done, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), **rng}
+            model.save(directory, args.dtype)  # the compute dtype: eval.py and ask.py run in it (--dtype auto)
+            atomic_write(state_path, lambda path: torch.save(state, path))
         if args.stop_after and done - start >= args.stop_after and done < steps:
             barrier()  # rank 0 has written the checkpoint before any process exits
             raise SystemExit(f"stage {stage}: stopped after step {done} as asked (--stop-after)")
@@ -396,33 +365,6 @@ def run_stage(model, stage, args, sources, device, autocast, log, counter=None):
         if not os.path.exists(os.path.join(directory, "config.json")):  # a stage of 0 steps: its
             model.save(directory, args.dtype)  # checkpoint is the one it started from
         open(os.path.join(directory, "DONE"), "w").write("done\n")
-
-
-def format_log(rec):
-    s = f"stage {rec['stage']:8s} step {rec['step']:04d} | loss {rec['loss']:.3f} | lr {rec['lr']:.1e}"
-    if "gap" in rec:
-        s += f" | eval own {rec['eval_own']:.3f} shuffled {rec['eval_shuffled']:.3f} gap {rec['gap']:+.3f}"
-    if "curriculum_gap" in rec:
-        s += f" | warm-up gap {rec['curriculum_gap']:+.3f}"
-    if "mrr" in rec:
-        s += f" | hit@k {rec['hit']:.2f} mrr {rec['mrr']:.2f} | eval hit@k {rec['eval_hit']:.2f} mrr {rec['eval_mrr']:.2f}"
-    return s + f" | {rec['ms_per_step']:.0f} ms/step {rec['tokens_per_s']:.0f} tok/s mfu {100 * rec['mfu']:.1f}%"
-
-
-def warn_if_no_gap(metrics_path, threshold=0.01):
-    """Stage 3 learns only through the generator reading the chosen vectors: if the last stage-1/2
-    gap is ~0, the answer loss cannot tell good documents from bad (measured: MRR fell 43 -> 16)."""
-    if not os.path.exists(metrics_path):
-        return
-    gaps = [r["gap"] for r in map(json.loads, open(metrics_path)) if "gap" in r]
-    if gaps and gaps[-1] < threshold:
-        print(f"warning: the last held-out gap is {gaps[-1]:+.3f}: the memory vectors carry no measurable "
-              f"information yet, so stage 3 has no signal to train the reranker with")
-
-
-def query_reasoner_is_trained(model) -> bool:
-    """A fresh adapter has B = 0 (clara.LoRALinear): any non-zero B means stage 3 trained it."""
-    return any(layer.lora_B["query_reasoner"].any() for layer in model.lora_layers)
 
 
 # Settings of stage 3's selection and of dropout: a run started with --init may change them, as
@@ -472,7 +414,7 @@ def main(argv=None):
     metrics_path = os.path.join(args.out, "metrics.jsonl")
 
     def log(rec):
-        tqdm.write(format_log(rec))
+        tqdm.write(metrics.format_log(rec))
         with open(metrics_path, "a") as f:
             f.write(json.dumps(rec) + "\n")
 
@@ -487,10 +429,11 @@ def main(argv=None):
             model.load_trainable(load_tensors(directory), directory)
         else:
             if stage == "e2e":
-                warn_if_no_gap(metrics_path)
+                metrics.warn_if_no_gap(metrics_path)
             resuming = args.resume and os.path.exists(os.path.join(directory, "trainer_state.pt"))
             if stage == "e2e" and args.qr_init == "compressor" and not resuming:
-                if query_reasoner_is_trained(model):  # e.g. --init from a stage-3 checkpoint
+                # a fresh adapter has B = 0 (clara.LoRALinear): a non-zero B was trained (--init from stage 3)
+                if any(layer.lora_B["query_reasoner"].any() for layer in model.lora_layers):
                     print("stage e2e: theta_qr of --init is already trained: kept, not overwritten by theta_c")
                 else:
                     model.init_query_reasoner()  # theta_qr <- theta_c (paper Table 14)

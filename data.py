@@ -274,13 +274,15 @@ def read_passages(source, paragraphs: bool = False, split: str = "train",
             if not {text_field, *PASSAGE_FIELDS, "docs"} & set(columns):
                 raise ValueError(f"{source}[{split}]: no column {text_field!r} (has {columns}); "
                                  f"pass --text-field")
-        out = [p for where, row in rows for p in _row_passages(row, where, text_field)]
+        out = [p for where, row in rows for p in _labelled_passages(row, where, text_field)]
     if not out:
         raise ValueError(f"{source}: no passages")
     return out
 
 
-def _row_passages(row: dict, where: str, text_field: str) -> list[tuple[str, str]]:
+def _labelled_passages(row: dict, where: str, text_field: str) -> list[tuple[str, str]]:
+    """read_passages: one .jsonl or dataset row -> its passages as (text, label) pairs, the label
+    "file.jsonl:3", or "file.jsonl:3 docs[1]" for each entry of a docs list."""
     for field in (text_field, *PASSAGE_FIELDS):
         if row.get(field) is not None:
             return [(nonempty_str(row[field], where, field), where)]

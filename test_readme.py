@@ -1,5 +1,8 @@
 """README.md's snippets are code: every ```python block runs, and CI's test command is in it; the
-file map and the experiment scripts the results name match the tree; experiments/seeds.py's table."""
+file map and the experiment scripts the results name match the tree; the layout the file map draws
+(no private name used across modules, no script imported by a module, no import cycle);
+experiments/seeds.py's table."""
+import ast
 import fnmatch
 import json
 import re
@@ -45,6 +48,65 @@ def test_every_experiment_script_the_results_name_exists():
     missing = sorted(n for n in named if not (ROOT / n).is_file())
     assert not missing, f"README.md / docs/results.md / docs/design.md name scripts that do not exist: {missing}"
 
+
+SCRIPTS = ("train", "eval", "ask")  # run, not imported: only tests and experiments may import them
+
+
+def _imports():
+    """Every project file (top level and experiments/) -> ({project module it imports: line},
+    [(line, "module._name") for each private name it takes from another module])."""
+    files = sorted(ROOT.glob("*.py")) + sorted(ROOT.glob("experiments/*.py"))
+    modules = {p.stem for p in files}
+    out = {}
+    for path in files:
+        tree = ast.parse(path.read_text(), str(path))
+        alias, imported, private = {}, {}, []
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name in modules:
+                        alias[a.asname or a.name] = a.name
+                        imported.setdefault(a.name, node.lineno)
+            elif isinstance(node, ast.ImportFrom) and node.module in modules and not node.level:
+                imported.setdefault(node.module, node.lineno)
+                private += [(node.lineno, f"{node.module}.{a.name}") for a in node.names if a.name.startswith("_")]
+        for node in ast.walk(tree):  # module._name, where module names an imported project module
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in alias \
+                    and node.attr.startswith("_") and not node.attr.startswith("__"):
+                private.append((node.lineno, f"{alias[node.value.id]}.{node.attr}"))
+        out[path.relative_to(ROOT).as_posix()] = imported, private
+    assert {"clara", "data", "runtime"} <= set(out["train.py"][0]), "the import scan broke: train.py imports nothing"
+    return out
+
+
+def test_no_module_uses_another_modules_private_names():
+    found = [f"{f}:{line} uses {name}" for f, (_, private) in _imports().items() for line, name in private]
+    assert not found, "a _name is private to its module; make it public or move it: " + "; ".join(found)
+
+
+def test_only_tests_and_experiments_import_the_scripts():
+    """train.py, eval.py and ask.py are run, never imported by the modules they use or by each other
+    (eval.py must not import train.py)."""
+    found = [f"{f}:{line} imports {m}" for f, (imported, _) in _imports().items() for m, line in imported.items()
+             if m in SCRIPTS and "/" not in f and not f.startswith("test_")]
+    assert not found, "; ".join(found)
+
+
+def test_the_modules_import_each_other_without_a_cycle():
+    graph = {f.removesuffix(".py"): set(imported) for f, (imported, _) in _imports().items() if "/" not in f}
+    done, path = set(), []
+
+    def visit(m):
+        if m in path:
+            raise AssertionError(f"import cycle: {' -> '.join(path[path.index(m):] + [m])}")
+        if m not in done:
+            path.append(m)
+            for n in sorted(graph.get(m, ())):
+                visit(n)
+            path.pop()
+            done.add(m)
+    for m in sorted(graph):
+        visit(m)
 
 def _seeds():
     sys.path.insert(0, str(ROOT / "experiments"))

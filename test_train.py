@@ -38,8 +38,9 @@ def test_resume_after_an_interruption_gives_the_same_weights(tmp_path):
     masks the uninterrupted run drew."""
     args = SMALL + ["--stage", "pretrain", "--steps", "4", "0", "0", "--lora-dropout", "0.1"]
     train.main(args + ["--out", str(tmp_path / "straight")])
-    with pytest.raises(SystemExit, match="stopped after step 2"):
-        train.main(args + ["--out", str(tmp_path / "resumed"), "--stop-after", "2"])
+    # stopped at step 3, resumed from the checkpoint of step 2 (--save-every 2): step 3 runs twice
+    with pytest.raises(SystemExit, match="stopped after step 3"):
+        train.main(args + ["--out", str(tmp_path / "resumed"), "--stop-after", "3"])
     assert not (tmp_path / "resumed" / "pretrain" / "DONE").exists()
     train.main(args + ["--out", str(tmp_path / "resumed"), "--resume"])
     a = load_file(tmp_path / "straight" / "pretrain" / "adapters.safetensors")
@@ -47,6 +48,9 @@ def test_resume_after_an_interruption_gives_the_same_weights(tmp_path):
     assert a.keys() == b.keys()
     for name in a:
         assert (a[name] == b[name]).all(), f"{name} differs after resume"
+    logged = [[(r["stage"], r["step"]) for r in map(json.loads, open(tmp_path / run / "metrics.jsonl"))]
+              for run in ("straight", "resumed")]
+    assert logged[0] == logged[1], "the steps replayed after the checkpoint are logged twice"
 
 
 def test_resume_refuses_a_checkpoint_of_another_configuration(tmp_path):

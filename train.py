@@ -305,6 +305,8 @@ def run_stage(model, stage, args, sources, device, autocast, log, counter=None):
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         print(f"stage {stage}: resumed at step {start} from {directory}")
+        if is_main():  # the steps after the checkpoint run again and log again: their old records go
+            metrics.drop_records_after(os.path.join(args.out, "metrics.jsonl"), stage, start)
     cache = None
     if stage == "e2e":
         t0 = time.time()

@@ -178,3 +178,25 @@ def test_seeds_passes_train_and_eval_flags_through(tmp_path, monkeypatch):
     (tmp_path / "b_seed0").mkdir()
     seeds.main(["--seeds", "0", "--runs", str(tmp_path), "--name", "b", "--train-args=--steps 2 2 2"])
     assert "--budget" not in calls[3] and calls[3][-4:] == ["--steps", "2", "2", "2"]
+
+
+def test_seeds_plot_draws_each_seeds_logged_curves(tmp_path):
+    """--plot: one line per seed in each stage's panel, its points those the run's metrics.jsonl logged."""
+    pytest.importorskip("matplotlib")  # optional for clara: plotting only
+    seeds = _seeds()
+    runs = {}
+    for s in (0, 1):
+        out = tmp_path / f"x_seed{s}"
+        out.mkdir()
+        recs = [{"stage": "pretrain", "step": t, "gap": 0.1 * t + s} for t in (10, 20)]
+        recs += [{"stage": "instruct", "step": 10, "gap": -0.01 * s, "loss": 1.0}]
+        recs += [{"stage": "e2e", "step": t, "eval_mrr": 0.5 - 0.01 * t, "mrr": 0.9} for t in (10, 20, 30)]
+        (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+        runs[s] = str(out)
+    fig = seeds.plot(runs, str(tmp_path / "seeds.png"))
+    assert (tmp_path / "seeds.png").stat().st_size > 0
+    stage1, stage2, stage3 = ([(list(l.get_xdata()), list(l.get_ydata())) for l in ax.lines if l.get_label().startswith("seed")]
+                              for ax in fig.axes)
+    assert stage1[1] == ([10, 20], [2.0, 3.0])
+    assert stage2[1] == ([10], [-0.01])
+    assert stage3[0] == ([10, 20, 30], [0.4, 0.3, 0.2])

@@ -15,6 +15,7 @@ and held-out set: the spread covers both the data draw and the training run.
     python experiments/seeds.py --seeds 0 1 2 --budget 20          # per seed: train, text reference, eval (docs/results.md)
     python experiments/seeds.py --seeds 0 1 2 --budget 60 --name budget60
     python experiments/seeds.py --seeds 0 1 --table-only           # print the table of finished seeds
+    python experiments/seeds.py --table-only --plot docs/seeds.png  # and draw each seed's training curves
     python experiments/seeds.py --seeds 0 1 --name meanpool --train-args="--compressor mean-pool"
 """
 import argparse
@@ -118,6 +119,35 @@ def run_seed(seed: int, out: str, args):
         subprocess.run(cmd, check=True, cwd=ROOT)
 
 
+CURVES = [("pretrain", "gap", "stage 1: held-out gap\n(loss with another passage's vectors - own)"),
+          ("instruct", "gap", "stage 2: held-out gap"),
+          ("e2e", "eval_mrr", "stage 3: held-out MRR of the N")]
+
+
+def plot(run_dirs: dict, path: str):
+    """One panel per stage, one line per seed: each run's metrics.jsonl, as train.py logged it.
+    matplotlib is optional for clara, so it is imported only here."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3.2))
+    for seed, out in sorted(run_dirs.items()):
+        with open(os.path.join(out, "metrics.jsonl")) as f:
+            records = [json.loads(line) for line in f]
+        for ax, (stage, key, title) in zip(axes, CURVES):
+            points = [(r["step"], r[key]) for r in records if r["stage"] == stage and key in r]
+            ax.plot(*zip(*points), marker=".", label=f"seed {seed}")
+            ax.set_title(title, fontsize=9)
+            ax.set_xlabel("step")
+    for ax in axes[:2]:
+        ax.axhline(0, color="grey", lw=0.5)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    print(f"plot: {path}")
+    return fig
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -128,6 +158,7 @@ def main(argv=None):
     p.add_argument("--train-args", default="", help='more train.py flags, one string '
                    '(e.g. --train-args="--compressor mean-pool"; with --steps, no --budget is passed)')
     p.add_argument("--eval-args", default="", help='more eval.py flags, one string (e.g. --eval-args="--limit 4")')
+    p.add_argument("--plot", default=None, help="also draw each seed's training curves into this PNG (matplotlib)")
     args = p.parse_args(argv)
     name = args.name or f"budget{args.budget}"
     runs = {}
@@ -148,6 +179,8 @@ def main(argv=None):
     print(f"\n{name}, seeds {' '.join(map(str, sorted(runs)))}: points; a difference is 'value [95% interval "
           f"over questions]'; a claim holds when its mean is positive and no seed's value is at or below zero\n")
     print(table(runs))
+    if args.plot:
+        plot({seed: os.path.join(args.runs, f"{name}_seed{seed}") for seed in runs}, args.plot)
 
 
 if __name__ == "__main__":

@@ -314,17 +314,10 @@ def format_log(rec: dict) -> str:
     return s + f" | {rec['ms_per_step']:.0f} ms/step {rec['tokens_per_s']:.0f} tok/s mfu {100 * rec['mfu']:.1f}%"
 
 
-def drop_records_after(metrics_path: str, stage: str, step: int):
-    """Remove a stage's records past `step` from metrics.jsonl: a run resumed from its checkpoint at
-    `step` replays the steps after it, and would otherwise log them twice."""
-    if not os.path.exists(metrics_path):
-        return
-    with open(metrics_path) as f:
-        lines = f.readlines()
-    kept = [line for line in lines if not ((r := json.loads(line))["stage"] == stage and r["step"] > step)]
-    with open(metrics_path + ".tmp", "w") as f:
-        f.writelines(kept)
-    os.replace(metrics_path + ".tmp", metrics_path)  # a crash leaves the old file or the new, not half
+def records_up_to(lines: list[str], stage: str, step: int) -> list[str]:
+    """metrics.jsonl lines without a stage's records past `step`: a run resumed from its checkpoint
+    at `step` replays the steps after it, and would otherwise log them twice."""
+    return [line for line in lines if not ((r := json.loads(line))["stage"] == stage and r["step"] > step)]
 
 
 def warn_if_no_gap(metrics_path: str, threshold: float = 0.01):

@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import os
+import pathlib
 import random
 import time
 from dataclasses import fields
@@ -305,8 +306,11 @@ def run_stage(model, stage, args, sources, device, autocast, log, counter=None):
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         print(f"stage {stage}: resumed at step {start} from {directory}")
-        if is_main():  # the steps after the checkpoint run again and log again: their old records go
-            metrics.drop_records_after(os.path.join(args.out, "metrics.jsonl"), stage, start)
+        log_path = os.path.join(args.out, "metrics.jsonl")
+        if is_main() and os.path.exists(log_path):  # the steps after the checkpoint log again
+            with open(log_path) as f:
+                kept = metrics.records_up_to(f.readlines(), stage, start)
+            atomic_write(log_path, lambda path: pathlib.Path(path).write_text("".join(kept)))
     cache = None
     if stage == "e2e":
         t0 = time.time()

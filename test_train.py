@@ -136,6 +136,16 @@ def test_compressor_lr_mult_gives_theta_c_and_mem_their_own_learning_rate():
     assert len(e2e) == 1 and e2e[0]["lr"] == 1e-3, "stage 3 trains no compressor parameter"
 
 
+@pytest.mark.parametrize("mult", [["1"], ["1", "0", "1"]])
+def test_compressor_lr_mult_per_stage_freezes_theta_c_in_stage_2_alone(tmp_path, mult):
+    train.main(SMALL + ["--out", str(tmp_path), "--steps", "2", "2", "0", "--compressor-lr-mult", *mult])
+    pre, ins = (load_file(tmp_path / s / "adapters.safetensors") for s in ("pretrain", "instruct"))
+    moved = {kind: any(not torch.equal(pre[n], ins[n]) for n in pre if kind in n) for kind in ("compressor", "generator")}
+    assert moved == {"compressor": mult == ["1"], "generator": True}, moved
+    with pytest.raises(SystemExit):  # two values: neither one for all stages nor one per stage
+        train.parse_args(SMALL + ["--compressor-lr-mult", "1", "0"])
+
+
 def test_init_may_change_the_selection_settings_but_not_the_shapes(tmp_path):
     args = SMALL + ["--steps", "1", "1", "1"]
     train.main(args + ["--stage", "pretrain", "--out", str(tmp_path / "a")])

@@ -99,8 +99,9 @@ def parse_args(argv=None):
     p.add_argument("--instruct-reads", choices=("vectors", "text"), default="vectors",
                    help="text: stage 2 trains theta_g alone reading text, the same-budget text-RAG reference "
                         "(--stage instruct; experiments/text_reference.sh)")
-    p.add_argument("--compressor-lr-mult", type=float, default=1.0,
-                   help="learning rate of theta_c and the MEM embeddings = this x the stage's lr")
+    p.add_argument("--compressor-lr-mult", type=float, nargs="+", default=[1.0, 1.0, 1.0], metavar="MULT",
+                   help="learning rate of theta_c and the MEM embeddings = this x the stage's lr: one value "
+                        "for every stage, or three (PRE INS E2E; 1 0 1 freezes theta_c in stage 2 alone)")
     p.add_argument("--limit", type=int, default=0, help="use at most this many training rows per stage")
     p.add_argument("--eval-rows", type=int, default=8, help="held-out rows for the logged diagnostics (>= 2)")
     p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
@@ -116,6 +117,9 @@ def parse_args(argv=None):
         p.error("give --budget or --steps, not both")
     if args.steps is None:
         args.steps = list(BUDGETS[args.budget or 20])
+    if len(args.compressor_lr_mult) not in (1, 3):
+        p.error(f"--compressor-lr-mult takes 1 value or 3 (one per stage), got {len(args.compressor_lr_mult)}")
+    args.compressor_lr_mult = args.compressor_lr_mult * (3 // len(args.compressor_lr_mult))
     if args.instruct_reads == "text" and args.stage != "instruct":
         p.error("--instruct-reads text trains the text-RAG reference: give it with --stage instruct")
     if args.eval_rows < 2:  # the shuffled control needs a second row; 0 would also empty nothing to hold out
@@ -283,7 +287,7 @@ def run_stage(model, stage, args, sources, device, autocast, log, counter=None):
           + ("; mean-pool compressor: the memory tokens are unused (no gradient), the MSE term is off"
              if args.compressor == "mean-pool" and stage != "e2e" else ""))
     params = trainable(model, stage_trains(stage, args))
-    opt = torch.optim.AdamW(param_groups(model, params, lr, args.compressor_lr_mult), weight_decay=0.0)
+    opt = torch.optim.AdamW(param_groups(model, params, lr, args.compressor_lr_mult[i]), weight_decay=0.0)
     warm = min(args.warmup, steps // 5)
 
     def lr_at(step):  # linear warm-up, then cosine to 10% or constant

@@ -200,3 +200,25 @@ def test_seeds_plot_draws_each_seeds_logged_curves(tmp_path):
     assert stage1[1] == ([10, 20], [2.0, 3.0])
     assert stage2[1] == ([10], [-0.01])
     assert stage3[0] == ([10, 20, 30], [0.4, 0.3, 0.2])
+
+
+def test_seeds_versus_pairs_two_recipes_question_by_question(tmp_path, capsys):
+    """--versus: recipe minus recipe per seed, paired on the same questions, and a clear refusal
+    when the two runs of a seed hold different questions."""
+    seeds = _seeds()
+
+    def run(name, seed, em, questions="abcd"):
+        preds = [{"question": q, "compressed": {"em": e}, "end-to-end": {"em": 0.0}} for q, e in zip(questions, em)]
+        (tmp_path / f"{name}_seed{seed}").mkdir()
+        res = {**_results(0.1, 0.05, 0.05, 0.01, 0.09, 0.02), "predictions": preds, "data": f"{name}.jsonl"}
+        (tmp_path / f"{name}_seed{seed}" / "results.json").write_text(json.dumps(res))
+
+    run("new", 0, [1, 1, 1, 0]), run("old", 0, [0, 1, 0, 0])  # +50 points
+    run("new", 1, [1, 0, 0, 0]), run("old", 1, [0, 0, 0, 0])  # +25 points
+    seeds.main(["--seeds", "0", "1", "--runs", str(tmp_path), "--name", "new", "--table-only", "--versus", "old"])
+    rows = {line.split(" | ")[0].strip("| "): line for line in capsys.readouterr().out.splitlines()}
+    assert rows["compressed EM"].startswith("| compressed EM | +50.0 [") and "| +37.5 | holds |" in rows["compressed EM"]
+    assert "| +0.0 | does not hold" in rows["end-to-end EM"]
+    run("new", 2, [1, 0, 0, 0]), run("old", 2, [0, 0, 0, 0], questions="abcx")
+    with pytest.raises(SystemExit, match="seed 2's two results.json hold different questions"):
+        seeds.main(["--seeds", "2", "--runs", str(tmp_path), "--name", "new", "--table-only", "--versus", "old"])

@@ -3,7 +3,7 @@
 # with train.py --compressor mean-pool (Feldman and Artzi 2025, arXiv 2510.20797: the l vectors are
 # means of l windows of the passage's own states, no memory tokens, no MSE term), both at 16x, on the
 # same seeds; then seeds.py's table for each: compressed vs its shuffled control vs text RAG, per seed,
-# with paired intervals, mean and seed spread.
+# with paired intervals, mean and seed spread, and mean pooling minus memory tokens on the same questions.
 #   bash experiments/meanpool.sh                  # seeds 0 1, the 20-minute recipe (4 runs of train + text reference + eval)
 #   bash experiments/meanpool.sh --longer 0 1 2   # also the budget-60 rung (train.py --budget 60)
 # Memory tokens: runs/budget<B>_seedS (seeds.py's own runs of the default recipe, shared with it);
@@ -32,7 +32,7 @@ for b in "${budgets[@]}"; do
 done
 echo; echo "=== memory tokens vs mean pooling, 16x (compression_rate 16): the tables again, side by side ==="
 for b in "${budgets[@]}"; do
-  for c in memory-tokens mean-pool; do
-    python experiments/seeds.py "${common[@]}" --budget "$b" --name "$(name "$b" "$c")" --table-only
-  done
+  python experiments/seeds.py "${common[@]}" --budget "$b" --name "$(name "$b" memory-tokens)" --table-only
+  python experiments/seeds.py "${common[@]}" --budget "$b" --name "$(name "$b" mean-pool)" --table-only \
+      --versus "$(name "$b" memory-tokens)"   # mean pooling - memory tokens, question by question
 done

@@ -17,6 +17,7 @@ and held-out set: the spread covers both the data draw and the training run.
     python experiments/seeds.py --seeds 0 1 --table-only           # print the table of finished seeds
     python experiments/seeds.py --table-only --plot docs/seeds.png  # and draw each seed's training curves
     python experiments/seeds.py --seeds 0 1 --name meanpool --train-args="--compressor mean-pool"
+    python experiments/seeds.py --seeds 0 1 --name meanpool --table-only --versus budget20  # recipe against recipe
 """
 import argparse
 import json
@@ -24,6 +25,9 @@ import os
 import shlex
 import subprocess
 import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import metrics  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # train.py and eval.py live here
 # (label, how to read one run's value, in points): levels, then the claims (differences)
@@ -98,6 +102,33 @@ def table(runs: dict) -> str:
     return "\n".join(lines)
 
 
+# (label, setting) whose EM --versus compares between two recipes, question by question
+VERSUS = [("compressed EM", "compressed"), ("end-to-end EM", "end-to-end")]
+
+
+def versus(runs: dict, others: dict, name: str, other: str) -> str:
+    """Recipe `name` minus recipe `other`, seed by seed on the same questions (the same seed draws
+    the same corpus): per setting, each seed's paired-bootstrap difference, mean and verdict."""
+    seeds = sorted(set(runs) & set(others))
+    if not seeds:
+        raise SystemExit(f"--versus {other}: no seed evaluated for both {name} and {other}")
+    lines = [f"| {name} - {other} | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | verdict |",
+             "|" + "---|" * (len(seeds) + 3)]
+    for label, setting in VERSUS:
+        cells, values = [], []
+        for s in seeds:
+            a, b = runs[s]["predictions"], others[s]["predictions"]
+            if [q["question"] for q in a] != [q["question"] for q in b]:
+                raise SystemExit(f"--versus {other}: seed {s}'s two results.json hold different questions "
+                                 f"({runs[s]['data']} and {others[s]['data']}): nothing to pair")
+            d = metrics.paired_bootstrap([q[setting]["em"] for q in a], [q[setting]["em"] for q in b])
+            values.append(100 * d["diff"])
+            cells.append(f"{100 * d['diff']:+.1f} [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]")
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {sum(values) / len(values):+.1f} | "
+                     f"{verdict(values)} |")
+    return "\n".join(lines)
+
+
 def run_seed(seed: int, out: str, args):
     """Train one seed, its same-budget text reference, and evaluate; each command is printed before
     it runs, and a finished step (its DONE file or results.json) is not run again. Explicit --steps
@@ -158,6 +189,8 @@ def main(argv=None):
     p.add_argument("--train-args", default="", help='more train.py flags, one string '
                    '(e.g. --train-args="--compressor mean-pool"; with --steps, no --budget is passed)')
     p.add_argument("--eval-args", default="", help='more eval.py flags, one string (e.g. --eval-args="--limit 4")')
+    p.add_argument("--versus", default=None, metavar="NAME",
+                   help="also compare with recipe runs/NAME_seedS, seed by seed, question by question")
     p.add_argument("--plot", default=None, help="also draw each seed's training curves into this PNG (matplotlib)")
     args = p.parse_args(argv)
     name = args.name or f"budget{args.budget}"
@@ -179,6 +212,14 @@ def main(argv=None):
     print(f"\n{name}, seeds {' '.join(map(str, sorted(runs)))}: points; a difference is 'value [95% interval "
           f"over questions]'; a claim holds when its mean is positive and no seed's value is at or below zero\n")
     print(table(runs))
+    if args.versus:
+        others = {}
+        for seed in runs:
+            path = os.path.join(args.runs, f"{args.versus}_seed{seed}", "results.json")
+            if os.path.exists(path):
+                with open(path) as f:
+                    others[seed] = json.load(f)
+        print("\n" + versus(runs, others, name, args.versus))
     if args.plot:
         plot({seed: os.path.join(args.runs, f"{name}_seed{seed}") for seed in runs}, args.plot)
 

@@ -217,7 +217,8 @@ def test_seeds_versus_pairs_two_recipes_question_by_question(tmp_path, capsys):
     run("new", 1, [1, 0, 0, 0]), run("old", 1, [0, 0, 0, 0])  # +25 points
     seeds.main(["--seeds", "0", "1", "--runs", str(tmp_path), "--name", "new", "--table-only", "--versus", "old"])
     rows = {line.split(" | ")[0].strip("| "): line for line in capsys.readouterr().out.splitlines()}
-    assert rows["compressed EM"].startswith("| compressed EM | +50.0 [") and "| +37.5 | holds |" in rows["compressed EM"]
+    assert rows["compressed EM"].startswith("| compressed EM | +50.0 [") and "| +37.5 | holds (" in rows["compressed EM"]
+    assert rows["compressed EM"].count("[") == 2 and "seeds beyond their interval" in rows["compressed EM"]
     assert "| +0.0 | does not hold" in rows["end-to-end EM"]
     run("new", 2, [1, 0, 0, 0]), run("old", 2, [0, 0, 0, 0], questions="abcx")
     with pytest.raises(SystemExit, match="seed 2's two results.json hold different questions"):

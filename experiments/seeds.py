@@ -26,10 +26,9 @@ import shlex
 import subprocess
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-import metrics  # noqa: E402
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # train.py and eval.py live here
+sys.path.insert(0, ROOT)
+import metrics  # noqa: E402
 # (label, how to read one run's value, in points): levels, then the claims (differences)
 LEVELS = [("closed-book EM", ("settings", "closed-book", "em")),
           ("text RAG EM, same-budget theta_g", ("settings", "text-rag", "em")),
@@ -115,7 +114,7 @@ def versus(runs: dict, others: dict, name: str, other: str) -> str:
     lines = [f"| {name} - {other} | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | verdict |",
              "|" + "---|" * (len(seeds) + 3)]
     for label, setting in VERSUS:
-        cells, values = [], []
+        cells, values, beyond = [], [], 0
         for s in seeds:
             a, b = runs[s]["predictions"], others[s]["predictions"]
             if [q["question"] for q in a] != [q["question"] for q in b]:
@@ -123,9 +122,10 @@ def versus(runs: dict, others: dict, name: str, other: str) -> str:
                                  f"({runs[s]['data']} and {others[s]['data']}): nothing to pair")
             d = metrics.paired_bootstrap([q[setting]["em"] for q in a], [q[setting]["em"] for q in b])
             values.append(100 * d["diff"])
+            beyond += d["lo"] > 0
             cells.append(f"{100 * d['diff']:+.1f} [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]")
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {sum(values) / len(values):+.1f} | "
-                     f"{verdict(values)} |")
+                     f"{verdict(values)} ({beyond} of {len(seeds)} seeds beyond their interval) |")
     return "\n".join(lines)
 
 

@@ -1,8 +1,9 @@
 """Print the ablation tables of docs/results.md from the runs that write them:
   compression, reranker  experiments/ablations.sh (and runs/default, the baseline of the reranker rows)
   real                   experiments/real_text.sh FILE rows (runs/real is the 16x row)
+  meanpool SEED...       experiments/real_text.sh FILE meanpool SEED... (runs/real_seedS, runs/real_meanpool_seedS)
   stage3                 experiments/reranking.sh variants (runs/expA and runs/expB_*)
-Usage: python experiments/ablation_table.py [compression|reranker|real|stage3]"""
+Usage: python experiments/ablation_table.py [compression|reranker|real|stage3|meanpool SEED...]"""
 import json
 import os
 import sys
@@ -18,7 +19,9 @@ def last_gap(run):
     return [r for r in rows if "gap" in r][-1]["gap"]
 
 
-def main(what="all"):
+def main(what="all", *seeds):
+    if what == "meanpool":
+        return meanpool(seeds or ("0", "1"))
     if what in ("all", "compression"):
         compression()
     if what in ("all", "reranker"):
@@ -75,7 +78,8 @@ def real():
         gap = [r for r in gaps if r.get("stage") == "pretrain" and "gap" in r][-1]["gap"]
         s = res["settings"]
         vs16 = pct(metrics.paired_bootstrap(f1(res, "compressed"), f1(base, "compressed"))) if name != "real" else "-"
-        print(f"| {name} | `{flags}` | {gap:+.3f} | " + " / ".join(f"{100 * s[n]['f1']:.1f}" for n in (
+        print(f"| {name} | `{flags}` | {gap:+.3f} | " + " / ".join(
+            f"{100 * s[n]['f1']:.1f}" if n in s else "-" for n in (
             "closed-book", "text-rag", "compressed", "compressed-shuffled")) +
             f" | {pct(res['intervals']['compressed - shuffled']['f1'])} | {vs16} |")
 
@@ -98,5 +102,38 @@ def stage3():
               f"{em(s, 'end-to-end')} / {em(s, 'end-to-end-before')} |")
 
 
+def meanpool(seeds):
+    """Real text, mean pooling against memory tokens, seed by seed on the same 100 unseen questions:
+    each recipe's F1 and paired compressed - shuffled interval, then mean pooling - memory tokens
+    (compressed F1, paired bootstrap over questions)."""
+    f1 = lambda res, name: [p[name]["f1"] for p in res["predictions"]]
+    pct = lambda d: f"{100 * d['diff']:+.1f} [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]"
+    print("| recipe | seed | stage-1 gap (last) | closed-book / compressed / shuffled F1 | compressed - shuffled |")
+    print("|---|---|---|---|---|")
+    pairs = []
+    for seed in seeds:
+        res = {}
+        for label, run in (("memory tokens", f"runs/real_seed{seed}"), ("mean pooling", f"runs/real_meanpool_seed{seed}")):
+            path = os.path.join(run, "results.json")
+            if not os.path.exists(path):
+                raise SystemExit(f"{path}: not run (bash experiments/real_text.sh FILE meanpool {seed})")
+            res[label] = r = json.load(open(path))
+            gaps = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
+            gap = [g for g in gaps if g.get("stage") == "pretrain" and "gap" in g][-1]["gap"]
+            s = r["settings"]
+            print(f"| {label} | {seed} | {gap:+.3f} | " + " / ".join(f"{100 * s[n]['f1']:.1f}" for n in (
+                "closed-book", "compressed", "compressed-shuffled")) +
+                f" | {pct(r['intervals']['compressed - shuffled']['f1'])} |")
+        a, b = res["mean pooling"], res["memory tokens"]
+        if [p["question"] for p in a["predictions"]] != [p["question"] for p in b["predictions"]]:
+            raise SystemExit(f"seed {seed}: runs/real_seed{seed} and runs/real_meanpool_seed{seed} hold different questions")
+        pairs.append((seed, metrics.paired_bootstrap(f1(a, "compressed"), f1(b, "compressed"))))
+    print()
+    print("| mean pooling - memory tokens, compressed F1 | " + " | ".join(f"seed {s}" for s, _ in pairs) + " | mean |")
+    print("|" + "---|" * (len(pairs) + 2))
+    print("| paired over the same questions | " + " | ".join(pct(d) for _, d in pairs) +
+          f" | {100 * sum(d['diff'] for _, d in pairs) / len(pairs):+.1f} |")
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:2])
+    main(*sys.argv[1:])

@@ -5,10 +5,14 @@
 #   bash experiments/real_text.sh FILE            # the 16x row: about 23 min on 2 CPU cores
 #   bash experiments/real_text.sh FILE rows       # then the 64x, 4x and no-MSE rows (about 20 min each)
 #                                                 # and the table of all four (experiments/ablation_table.py real)
+#   bash experiments/real_text.sh FILE meanpool 0 1   # per seed S: memory tokens (runs/real_seedS) and
+#                                                 # mean pooling (runs/real_meanpool_seedS), then the paired
+#                                                 # table (experiments/ablation_table.py meanpool 0 1)
+#   OUT=DIR bash experiments/real_text.sh FILE --seed 1 --compressor mean-pool   # one row, these train flags
 # FILE is the official sample, scp_sample_800.jsonl. Run it alone. Writes runs/real/ (and runs/real_<row>/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-usage="usage: real_text.sh FILE [rows]"
+usage="usage: real_text.sh FILE [rows | meanpool SEED... | TRAIN_FLAG...]"
 SRC=${1:?$usage}
 OUT=${OUT:-runs/real}
 STEPS1=${STEPS1:-150}              # stage-1 steps (60 left the answer gap inside its interval)
@@ -28,6 +32,15 @@ one_row() {  # OUT, then more train.py flags for both stages
 
 case ${2:-} in
   "") one_row "$OUT" ;;
+  --*) shift; one_row "$OUT" "$@" ;;
+  meanpool)
+    shift 2; seeds=${*:-0 1}
+    for s in $seeds; do  # a finished row (its results.json) is not run again
+      [ -f "runs/real_seed$s/results.json" ] || one_row "runs/real_seed$s" --seed "$s"
+      [ -f "runs/real_meanpool_seed$s/results.json" ] || \
+        one_row "runs/real_meanpool_seed$s" --seed "$s" --compressor mean-pool
+    done
+    python experiments/ablation_table.py meanpool $seeds ;;
   rows)
     [ -f runs/real/results.json ] || one_row runs/real
     for row in "rate64 --compression-rate 64" "rate4 --compression-rate 4" "nomse --mse-weight 0"; do

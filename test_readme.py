@@ -223,3 +223,40 @@ def test_seeds_versus_pairs_two_recipes_question_by_question(tmp_path, capsys):
     run("new", 2, [1, 0, 0, 0]), run("old", 2, [0, 0, 0, 0], questions="abcx")
     with pytest.raises(SystemExit, match="seed 2's two results.json hold different questions"):
         seeds.main(["--seeds", "2", "--runs", str(tmp_path), "--name", "new", "--table-only", "--versus", "old"])
+
+
+def test_real_text_meanpool_table_pairs_the_two_compressors_per_seed(tmp_path, monkeypatch, capsys):
+    """ablation_table.py meanpool: each recipe's row from its own run, mean pooling - memory tokens
+    paired on the same questions per seed, and a clear refusal when the questions differ."""
+    sys.path.insert(0, str(ROOT / "experiments"))
+    try:
+        import ablation_table
+    finally:
+        sys.path.pop(0)
+    monkeypatch.chdir(tmp_path)
+
+    def run(name, compressed, questions="abcd", gap=0.25):
+        d = tmp_path / "runs" / name
+        d.mkdir(parents=True)
+        preds = [{"question": q, "compressed": {"f1": f}} for q, f in zip(questions, compressed)]
+        interval = {"f1": {"diff": 0.1, "lo": 0.05, "hi": 0.15}}
+        settings = {"closed-book": {"f1": 0.2}, "compressed": {"f1": sum(compressed) / len(compressed)},
+                    "compressed-shuffled": {"f1": 0.1}}
+        (d / "results.json").write_text(json.dumps({"settings": settings, "predictions": preds,
+                                                    "intervals": {"compressed - shuffled": interval}}))
+        (d / "metrics.jsonl").write_text(json.dumps({"stage": "pretrain", "step": 150, "gap": gap}) + "\n"
+                                         + json.dumps({"stage": "instruct", "step": 30, "gap": 9.0}) + "\n")
+
+    run("real_seed0", [0, 0.5, 0, 0]), run("real_meanpool_seed0", [1, 0.5, 1, 0], gap=0.5)  # +50 F1
+    run("real_seed1", [0, 0, 0, 0]), run("real_meanpool_seed1", [1, 0, 0, 0])  # +25 F1
+    ablation_table.main("meanpool", "0", "1")
+    out = capsys.readouterr().out
+    assert "| mean pooling | 0 | +0.500 | 20.0 / 62.5 / 10.0 | +10.0 [+5.0, +15.0] |" in out
+    assert "| memory tokens | 1 | +0.250 | 20.0 / 0.0 / 10.0 |" in out
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("| paired over the same questions | +50.0 [") and last.endswith("| +37.5 |")
+    run("real_seed2", [0, 0, 0, 0]), run("real_meanpool_seed2", [1, 0, 0, 0], questions="abcx")
+    with pytest.raises(SystemExit, match="seed 2: .* hold different questions"):
+        ablation_table.main("meanpool", "2")
+    with pytest.raises(SystemExit, match="real_seed3/results.json: not run"):
+        ablation_table.main("meanpool", "3")

@@ -2,7 +2,8 @@
 # Real text: stages 1-2 on the official SCP sample (800 rows of Wikipedia passages; passages 1-700
 # train), then closed-book vs text vs compressed (and its shuffled control) on the first question of
 # each of passages 701-800, never trained on (k = 1). Prints eval.py's table (docs/results.md, "Real text").
-#   bash experiments/real_text.sh FILE            # the 16x row: about 23 min on 2 CPU cores
+#   bash experiments/real_text.sh FILE            # the 16x row: about 23 min on 2 cores with AMX;
+#                                                 # a mean-pooling row took 44 on 2 AMD EPYC cores (AVX2)
 #   bash experiments/real_text.sh FILE rows       # then the 64x, 4x and no-MSE rows (about 20 min each)
 #                                                 # and the table of all four (experiments/ablation_table.py real)
 #   bash experiments/real_text.sh FILE meanpool 0 1   # per seed S: memory tokens (runs/real_seedS) and

@@ -14,9 +14,18 @@ import metrics  # noqa: E402
 A, D = "runs/ablate", "runs/default"
 
 
-def last_gap(run):
+def last_gap(run, stage=None):
+    """The last held-out gap a run logged (of `stage` alone, when given)."""
     rows = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
-    return [r for r in rows if "gap" in r][-1]["gap"]
+    return [r for r in rows if "gap" in r and stage in (None, r.get("stage"))][-1]["gap"]
+
+
+def f1(res, setting):  # per-question F1 of one setting, in results.json's question order
+    return [p[setting]["f1"] for p in res["predictions"]]
+
+
+def pct(d):  # a paired difference with its interval, in points
+    return f"{100 * d['diff']:+.1f} [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]"
 
 
 def main(what="all", *seeds):
@@ -60,8 +69,6 @@ def real():
     """Real-text compression rows: F1 of every setting on the same 100 unseen questions, the paired
     compressed - shuffled interval, and the paired difference of compressed F1 from the 16x row."""
     base = json.load(open("runs/real/results.json"))
-    f1 = lambda res, name: [p[name]["f1"] for p in res["predictions"]]
-    pct = lambda d: f"{100 * d['diff']:+.1f} [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]"
     print("| row | command | stage-1 gap (last) | closed-book / text / compressed / shuffled F1 | "
           "compressed - shuffled | compressed - the 16x row |")
     print("|---|---|---|---|---|---|")
@@ -74,8 +81,7 @@ def real():
         res = json.load(open(os.path.join(run, "results.json")))
         if [p["question"] for p in res["predictions"]] != [p["question"] for p in base["predictions"]]:
             raise SystemExit(f"{run}: not the questions of runs/real")
-        gaps = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
-        gap = [r for r in gaps if r.get("stage") == "pretrain" and "gap" in r][-1]["gap"]
+        gap = last_gap(run, "pretrain")
         s = res["settings"]
         vs16 = pct(metrics.paired_bootstrap(f1(res, "compressed"), f1(base, "compressed"))) if name != "real" else "-"
         print(f"| {name} | `{flags}` | {gap:+.3f} | " + " / ".join(
@@ -87,7 +93,6 @@ def real():
 def stage3():
     """Stage-3 variants from one instruct checkpoint: MRR before / after, the paired interval of
     after - before, and end-to-end EM with the after / before picks (eval.py's keys)."""
-    pct = lambda d: f"{100 * d['diff']:+.1f} [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]"
     em = lambda s, name: f"{100 * s[name]['em']:.1f}" if name in s else "-"
     print("| stage 3 (60 steps x 8 from one instruct checkpoint) | MRR before | MRR after | after - before | "
           "end-to-end EM after / before picks |")
@@ -106,30 +111,27 @@ def meanpool(seeds):
     """Real text, mean pooling against memory tokens, seed by seed on the same 100 unseen questions:
     each recipe's F1 and paired compressed - shuffled interval, then mean pooling - memory tokens
     (compressed F1, paired bootstrap over questions)."""
-    f1 = lambda res, name: [p[name]["f1"] for p in res["predictions"]]
-    pct = lambda d: f"{100 * d['diff']:+.1f} [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]"
     print("| recipe | seed | stage-1 gap (last) | closed-book / compressed / shuffled F1 | compressed - shuffled |")
     print("|---|---|---|---|---|")
     pairs = []
     for seed in seeds:
         res = {}
-        for label, run in (("memory tokens", f"runs/real_seed{seed}"), ("mean pooling", f"runs/real_meanpool_seed{seed}")):
+        runs = (("memory tokens", f"runs/real_seed{seed}"), ("mean pooling", f"runs/real_meanpool_seed{seed}"))
+        for label, run in runs:
             path = os.path.join(run, "results.json")
             if not os.path.exists(path):
                 print(f"| {label} | {seed} | not run (`bash experiments/real_text.sh FILE meanpool {seed}`) | | |")
                 continue
             res[label] = r = json.load(open(path))
-            gaps = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
-            gap = [g for g in gaps if g.get("stage") == "pretrain" and "gap" in g][-1]["gap"]
             s = r["settings"]
-            print(f"| {label} | {seed} | {gap:+.3f} | " + " / ".join(f"{100 * s[n]['f1']:.1f}" for n in (
-                "closed-book", "compressed", "compressed-shuffled")) +
+            print(f"| {label} | {seed} | {last_gap(run, 'pretrain'):+.3f} | " + " / ".join(
+                f"{100 * s[n]['f1']:.1f}" for n in ("closed-book", "compressed", "compressed-shuffled")) +
                 f" | {pct(r['intervals']['compressed - shuffled']['f1'])} |")
         if len(res) < 2:
             continue  # nothing to pair on this seed
         a, b = res["mean pooling"], res["memory tokens"]
         if [p["question"] for p in a["predictions"]] != [p["question"] for p in b["predictions"]]:
-            raise SystemExit(f"seed {seed}: runs/real_seed{seed} and runs/real_meanpool_seed{seed} hold different questions")
+            raise SystemExit(f"seed {seed}: {runs[0][1]} and {runs[1][1]} hold different questions")
         pairs.append((seed, metrics.paired_bootstrap(f1(a, "compressed"), f1(b, "compressed"))))
     print()
     if not pairs:

@@ -213,12 +213,12 @@ def test_seeds_versus_pairs_two_recipes_question_by_question(tmp_path, capsys):
         res = {**_results(0.1, 0.05, 0.05, 0.01, 0.09, 0.02), "predictions": preds, "data": f"{name}.jsonl"}
         (tmp_path / f"{name}_seed{seed}" / "results.json").write_text(json.dumps(res))
 
-    run("new", 0, [1, 1, 1, 0]), run("old", 0, [0, 1, 0, 0])  # +50 points
-    run("new", 1, [1, 0, 0, 0]), run("old", 1, [0, 0, 0, 0])  # +25 points
+    run("new", 0, [1] * 8, "abcdefgh"), run("old", 0, [0] * 8, "abcdefgh")  # +100 points, beyond its interval
+    run("new", 1, [1, 0, 0, 0]), run("old", 1, [0, 0, 0, 0])  # +25 points, interval [+0, +75]: not beyond
     seeds.main(["--seeds", "0", "1", "--runs", str(tmp_path), "--name", "new", "--table-only", "--versus", "old"])
     rows = {line.split(" | ")[0].strip("| "): line for line in capsys.readouterr().out.splitlines()}
-    assert rows["compressed EM"].startswith("| compressed EM | +50.0 [") and "| +37.5 | holds (" in rows["compressed EM"]
-    assert rows["compressed EM"].count("[") == 2 and "seeds beyond their interval" in rows["compressed EM"]
+    assert rows["compressed EM"].startswith("| compressed EM | +100.0 [+100.0, +100.0] | +25.0 [")
+    assert rows["compressed EM"].endswith("| +62.5 | holds (1 of 2 seeds beyond their interval) |")
     assert "| +0.0 | does not hold" in rows["end-to-end EM"]
     run("new", 2, [1, 0, 0, 0]), run("old", 2, [0, 0, 0, 0], questions="abcx")
     with pytest.raises(SystemExit, match="seed 2's two results.json hold different questions"):

@@ -173,6 +173,7 @@ def test_seeds_passes_train_and_eval_flags_through(tmp_path, monkeypatch):
     seeds.main(["--seeds", "0", "--runs", str(tmp_path), "--name", "a", "--budget", "60",
                 "--train-args=--compressor mean-pool", "--eval-args=--limit 4"])
     assert calls[0][:3] == ["train.py", "--budget", "60"] and calls[0][-2:] == ["--compressor", "mean-pool"]
+    assert "--resume" in calls[0], "an interrupted seed must continue, not start again"
     assert calls[1] == ["experiments/text_reference.sh", str(tmp_path / "a_seed0")]  # its recipe from args.json
     assert calls[2][0] == "eval.py" and calls[2][-2:] == ["--limit", "4"]
     (tmp_path / "b_seed0").mkdir()

@@ -1,9 +1,10 @@
 """One recipe, several training seeds: does each headline claim survive the seed?
 
-For each seed S this runs `python train.py --budget B --seed S --out runs/<name>_seedS`, its
+For each seed S this runs `python train.py --budget B --seed S --out runs/<name>_seedS --resume`, its
 same-budget text reference (`bash experiments/text_reference.sh runs/<name>_seedS`) and then
 `python eval.py --ckpt runs/<name>_seedS/e2e --out runs/<name>_seedS/results.json` (the test part of
-the embedded corpus), skipping any step already done, and prints one table: per figure, each seed's value (for a
+the embedded corpus), skipping any step already done (and continuing an interrupted training run
+from its last checkpoint), and prints one table: per figure, each seed's value (for a
 difference, beside its paired-bootstrap 95% interval over questions, from results.json's
 "intervals"), the mean over seeds and the seed spread (min..max). A claim (a difference expected
 to be positive) holds only when the mean is positive and no seed's value is at or below zero; the
@@ -131,12 +132,15 @@ def versus(runs: dict, others: dict, name: str, other: str) -> str:
 
 def run_seed(seed: int, out: str, args):
     """Train one seed, its same-budget text reference, and evaluate; each command is printed before
-    it runs, and a finished step (its DONE file or results.json) is not run again. Explicit --steps
-    in --train-args replace --budget (train.py takes one or the other)."""
+    it runs, and a finished step (its DONE file or results.json) is not run again. train.py runs with
+    --resume: an interrupted seed (a longer rung takes hours on a CPU) continues from its last saved
+    step, and a run directory of another configuration is refused. Explicit --steps in --train-args
+    replace --budget (train.py takes one or the other)."""
     train_args, eval_args = shlex.split(args.train_args), shlex.split(args.eval_args)
     budget = [] if "--steps" in train_args else ["--budget", str(args.budget)]
     steps = [(os.path.join(out, "e2e", "DONE"),
-              [sys.executable, "train.py", *budget, "--seed", str(seed), "--out", out, *train_args]),
+              [sys.executable, "train.py", *budget, "--seed", str(seed), "--out", out, "--resume",
+               *train_args]),
              (os.path.join(out + "_text", "instruct", "DONE"),
               ["bash", "experiments/text_reference.sh", out]),
              (os.path.join(out, "results.json"),

@@ -113,7 +113,7 @@ def compressor_fingerprint(model) -> dict:
             h.update(p.detach().float().cpu().numpy().tobytes())
     config = asdict(model.config)
     return {"config": {f: config[f] for f in clara.COMPRESSOR_FIELDS},
-            "backbone": clara.backbone_fingerprint(model.backbone), "compressor_sha256": h.hexdigest()}
+            "backbone": runtime.backbone_fingerprint(model.backbone), "compressor_sha256": h.hexdigest()}
 
 
 def bm25_counts(texts: list[str]) -> dict:
@@ -570,7 +570,7 @@ def load_model(ckpt: str, device_name: str = "auto", dtype: str = "auto"):
     if not os.path.isfile(os.path.join(ckpt, "config.json")):
         raise FileNotFoundError(f"{ckpt}: not a checkpoint (no config.json); pass --ckpt")
     device, autocast, dtype = runtime.pick_device(dtype, device_name, file=sys.stderr,
-                                                  trained=clara.trained_dtype(ckpt))
+                                                  trained=runtime.trained_dtype(ckpt))
     model = clara.CLaRa.load(ckpt, backbone_dtype=runtime.backbone_dtype(device, dtype))
     return model.to(device).eval(), autocast
 

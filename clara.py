@@ -13,7 +13,7 @@ Study guide: paper component -> where it lives here
     generator theta_g reading M      (Sec. 2.2, 3.2)    CLaRa.generator_loss, CLaRa.generate
     stages 1 SCP, 2 instruct, 3 e2e  (Sec. 2.1, 2.2, 3) CLaRa.pretrain_loss, .instruct_loss, .e2e_loss
     rerank N -> k -> answer          (Sec. 3)           CLaRa.answer
-    stage-3 vector cache (theta_c frozen)               VectorCache
+    stage-3 vector cache (theta_c frozen)               runtime.VectorCache
     three LoRA adapters on one frozen backbone          backbones.add_lora, CLaRa.adapter
     checkpoints: only what training changed            CLaRa.save, CLaRa.load
 
@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from backbones import (CALIBRATION_TEXT, LoRALinear, add_lora, chat_pieces, greedy_decode,  # load_backbone and
                        load_backbone, states_at_layer)  # LoRALinear: re-exported, `from clara import ...`
-from runtime import atomic_write
+from runtime import CONFIG, TENSORS, atomic_write, backbone_fingerprint, load_tensors  # checkpoint files
 
 ADAPTERS = ("compressor", "query_reasoner", "generator")  # theta_c, theta_qr, theta_g
 MEMORY_NORMS = ("none", "rescale", "standardize")
@@ -44,7 +44,6 @@ MEMORY_NORMS = ("none", "rescale", "standardize")
 COMPRESSOR_FIELDS = ("backbone", "compressor", "doc_max_len", "compression_rate", "memory_layer",
                      "memory_norm", "lora_r", "lora_alpha")
 QUERY_FIELDS = (*COMPRESSOR_FIELDS, "query_max_len")  # ... and the query reasoner's query vectors
-CONFIG, TENSORS = "config.json", "adapters.safetensors"  # a checkpoint directory (CLaRa.save)
 
 
 # --- Configuration: every method hyperparameter, its paper symbol, and why its default -----------
@@ -486,65 +485,3 @@ class CLaRa(nn.Module):
                 raise ValueError(f"{where}: {name} has shape {tuple(value.shape)}, "
                                  f"this configuration needs {tuple(own[name].shape)}")
             own[name].copy_(value)
-
-
-def config_differences(directory: str, config: CLaRaConfig, names=None) -> list[str]:
-    """The fields in `names` (default: all) where the checkpoint in `directory` differs from config,
-    as "name saved X now Y"; fields added since it was written count as their defaults."""
-    with open(os.path.join(directory, CONFIG)) as f:
-        saved = {**asdict(CLaRaConfig()), **json.load(f)["config"]}
-    now = asdict(config)
-    return [f"{n} saved {saved.get(n)!r} now {now[n]!r}" for n in (names or now) if saved.get(n) != now[n]]
-
-
-def backbone_fingerprint(backbone) -> dict:
-    """What must match for adapters to fit a backbone (saved in config.json, checked by CLaRa.load)."""
-    return {k: getattr(backbone.config, k) for k in ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")}
-
-
-def trained_dtype(directory: str) -> str | None:
-    """The compute dtype a checkpoint was trained in (CLaRa.save's dtype), or None if saved without one."""
-    path = os.path.join(directory, CONFIG)
-    with open(path) as f:
-        dtype = json.load(f).get("dtype")
-    if dtype not in (None, "float32", "bfloat16"):
-        raise ValueError(f"{path}: dtype {dtype!r}, expected 'float32' or 'bfloat16'")
-    return dtype
-
-
-def load_tensors(directory: str) -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint directory (CLaRa.save), by name, for CLaRa.load_trainable."""
-    from safetensors.torch import load_file  # tensors only: no pickle
-    return load_file(os.path.join(directory, TENSORS))
-
-
-class VectorCache:
-    """Stage 3 freezes theta_c, so each distinct passage of rows (their first n docs) is compressed once,
-    under the model's autocast (docs/design.md section 4); looked up by text: B lists of n passages ->
-    (B, n, l, D), kept on the CPU and moved to the model's device per batch (10^5 questions x 20 candidates
-    would not fit a GPU). map_batches(fn, batches): [fn(b) for b in batches], or train.py's torchrun shards."""
-
-    def __init__(self, model, rows, n=None, batch_size=16, map_batches=None):
-        passages = sorted({d for r in rows for d in r["docs"][:n]})
-        self.index = {p: i for i, p in enumerate(passages)}
-        self.device = model.device
-
-        def compress(chunk):  # b passages -> (b, l, D) on the CPU
-            try:
-                return model.compress(chunk).float().cpu()
-            except RuntimeError as err:  # e.g. out of memory: say which rows' passages
-                where = [r["where"] for r in rows if set(chunk) & set(r["docs"])]
-                raise RuntimeError(f"compressing candidates of {', '.join(where[:5])}"
-                                   f"{' ...' if len(where) > 5 else ''}: {err}") from err
-
-        batches = [passages[i:i + batch_size] for i in range(0, len(passages), batch_size)]
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            chunks = map_batches(compress, batches) if map_batches else [compress(b) for b in batches]
-        model.train(was_training)
-        self.vectors = torch.cat(chunks)  # (U, l, D) for U distinct passages
-
-    def __call__(self, doc_lists):
-        idx = torch.tensor([[self.index[d] for d in docs] for docs in doc_lists])  # (B, n)
-        return self.vectors[idx].to(self.device)  # (B, n, l, D)

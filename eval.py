@@ -44,8 +44,9 @@ import corpus
 import data
 import metrics
 from backbones import past
-from clara import QUERY_FIELDS, CLaRa, VectorCache, config_differences, load_tensors, trained_dtype
-from runtime import backbone_dtype, pick_device, sync
+from clara import QUERY_FIELDS, CLaRa
+from runtime import (VectorCache, backbone_dtype, config_differences, load_tensors, pick_device, sync,
+                     trained_dtype)
 
 SETTINGS = ("closed-book", "text-rag", "compressed", "end-to-end", "rerank", "efficiency")
 PARTS = {"test": "e2e_test.jsonl", "dev": "e2e_heldout.jsonl"}  # corpus.py: held-out people, 40 + 40

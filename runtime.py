@@ -1,14 +1,17 @@
 """The runtime around the method, shared by train.py, eval.py and ask.py: where and in which dtype
-the model runs, several processes under torchrun, FLOP counting, and atomic file writes.
-Nothing here is part of CLaRa itself, and nothing here imports the method: clara.py uses only
-atomic_write (for CLaRa.save).
+the model runs, several processes under torchrun, FLOP counting, atomic file writes, reading
+checkpoint directories (CLaRa.save writes them) and stage 3's cache of frozen-theta_c vectors.
+Nothing here is part of CLaRa itself, and nothing here imports the method: clara.py uses the file
+helpers for CLaRa.save and CLaRa.load.
 """
 
 import contextlib
 import functools
+import json
 import os
 import sys
 import time
+from dataclasses import asdict
 
 import torch
 
@@ -18,6 +21,41 @@ def atomic_write(path: str, write) -> None:
     tmp = path + ".tmp"
     write(tmp)
     os.replace(tmp, path)
+
+
+# --- checkpoint directories (CLaRa.save): what is in them, read without building a model ---------
+
+CONFIG, TENSORS = "config.json", "adapters.safetensors"  # a checkpoint directory
+
+
+def config_differences(directory: str, config, names=None) -> list[str]:
+    """The fields in `names` (default: all) where the checkpoint in `directory` differs from config,
+    as "name saved X now Y"; fields added since it was written count as their defaults."""
+    with open(os.path.join(directory, CONFIG)) as f:
+        saved = {**asdict(type(config)()), **json.load(f)["config"]}  # config: a clara.CLaRaConfig
+    now = asdict(config)
+    return [f"{n} saved {saved.get(n)!r} now {now[n]!r}" for n in (names or now) if saved.get(n) != now[n]]
+
+
+def backbone_fingerprint(backbone) -> dict:
+    """What must match for adapters to fit a backbone (saved in config.json, checked by CLaRa.load)."""
+    return {k: getattr(backbone.config, k) for k in ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")}
+
+
+def trained_dtype(directory: str) -> str | None:
+    """The compute dtype a checkpoint was trained in (CLaRa.save's dtype), or None if saved without one."""
+    path = os.path.join(directory, CONFIG)
+    with open(path) as f:
+        dtype = json.load(f).get("dtype")
+    if dtype not in (None, "float32", "bfloat16"):
+        raise ValueError(f"{path}: dtype {dtype!r}, expected 'float32' or 'bfloat16'")
+    return dtype
+
+
+def load_tensors(directory: str) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint directory (CLaRa.save), by name, for CLaRa.load_trainable."""
+    from safetensors.torch import load_file  # tensors only: no pickle
+    return load_file(os.path.join(directory, TENSORS))
 
 
 # --- device and dtype: decided once, here, with the reason printed -------------------------------
@@ -261,3 +299,37 @@ def measure_peak_flops(device, autocast, n=2048, reps=5) -> float:
             (a @ b).sum().item()  # .item() waits for the device
             best = min(best, time.perf_counter() - t0)
     return 2 * n ** 3 / best
+
+
+# --- stage 3: the frozen compressor's vectors, computed once ------------------------------------
+
+class VectorCache:
+    """Stage 3 freezes theta_c, so each distinct passage of rows (their first n docs) is compressed once,
+    under the model's autocast (docs/design.md section 4); looked up by text: B lists of n passages ->
+    (B, n, l, D), kept on the CPU and moved to the model's device per batch (10^5 questions x 20 candidates
+    would not fit a GPU). map_batches(fn, batches): [fn(b) for b in batches], or train.py's torchrun shards."""
+
+    def __init__(self, model, rows, n=None, batch_size=16, map_batches=None):
+        passages = sorted({d for r in rows for d in r["docs"][:n]})
+        self.index = {p: i for i, p in enumerate(passages)}
+        self.device = model.device
+
+        def compress(chunk):  # b passages -> (b, l, D) on the CPU
+            try:
+                return model.compress(chunk).float().cpu()
+            except RuntimeError as err:  # e.g. out of memory: say which rows' passages
+                where = [r["where"] for r in rows if set(chunk) & set(r["docs"])]
+                raise RuntimeError(f"compressing candidates of {', '.join(where[:5])}"
+                                   f"{' ...' if len(where) > 5 else ''}: {err}") from err
+
+        batches = [passages[i:i + batch_size] for i in range(0, len(passages), batch_size)]
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            chunks = map_batches(compress, batches) if map_batches else [compress(b) for b in batches]
+        model.train(was_training)
+        self.vectors = torch.cat(chunks)  # (U, l, D) for U distinct passages
+
+    def __call__(self, doc_lists):
+        idx = torch.tensor([[self.index[d] for d in docs] for docs in doc_lists])  # (B, n)
+        return self.vectors[idx].to(self.device)  # (B, n, l, D)

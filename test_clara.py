@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 import clara
+import runtime
 from backbones import past
 from clara import CLaRa, CLaRaConfig, differentiable_topk, load_backbone
 
@@ -515,8 +516,8 @@ def test_vector_cache_names_the_rows_whose_passages_failed_to_compress():
         return torch.zeros(len(docs), model.config.n_memory, model.memory_tokens.shape[1])
     model.compress = out_of_memory
     with pytest.raises(RuntimeError, match=r"compressing candidates of f\.jsonl:4: out of memory"):
-        clara.VectorCache(model, rows, batch_size=1)
-    cache = clara.VectorCache(model, rows[:1], batch_size=1)
+        runtime.VectorCache(model, rows, batch_size=1)
+    cache = runtime.VectorCache(model, rows[:1], batch_size=1)
     assert cache([[DOCS[1], DOCS[0]]]).shape == (1, 2, model.config.n_memory, model.memory_tokens.shape[1])
     assert cache.vectors.device.type == "cpu"
 

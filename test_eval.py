@@ -15,7 +15,8 @@ import torch
 import corpus
 import data
 import eval as clara_eval
-from clara import CLaRa, CLaRaConfig, VectorCache, load_backbone
+from clara import CLaRa, CLaRaConfig, load_backbone
+from runtime import VectorCache
 
 
 @pytest.fixture(scope="module", autouse=True)

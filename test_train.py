@@ -12,7 +12,8 @@ import data
 import metrics
 import runtime
 import train
-from clara import CLaRa, LoRALinear, VectorCache, load_backbone
+from clara import CLaRa, LoRALinear, load_backbone
+from runtime import VectorCache
 
 SMALL = ["--backbone", "tiny", "--batch-size", "2", "2", "2", "--limit", "12", "--eval-rows", "4",
          "--doc-max-len", "48", "--n-candidates", "6", "--top-k", "2", "--instruct-k", "2",

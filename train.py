@@ -29,11 +29,12 @@ from tqdm import tqdm
 import corpus
 import data
 import metrics
-from clara import ADAPTERS, CLaRa, CLaRaConfig, VectorCache, config_differences, load_backbone, load_tensors
+from clara import ADAPTERS, CLaRa, CLaRaConfig, load_backbone
 from data import STAGES
-from runtime import (FlopCounter, all_reduce_grads, atomic_write, backbone_dtype, barrier, check_batch_split,
-                     gather_chunks, is_main, measure_peak_flops, micro_batches, pick_device, setup_distributed,
-                     shard, teardown_distributed, world_size)
+from runtime import (FlopCounter, VectorCache, all_reduce_grads, atomic_write, backbone_dtype, barrier,
+                     check_batch_split, config_differences, gather_chunks, is_main, load_tensors,
+                     measure_peak_flops, micro_batches, pick_device, setup_distributed, shard,
+                     teardown_distributed, world_size)
 
 TRAINS = {"pretrain": ("compressor", "generator", "memory"),  # paper Sec. 2-3; docs/design.md section 4
           "instruct": ("compressor", "generator"),

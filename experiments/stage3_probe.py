@@ -32,8 +32,8 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import data  # noqa: E402
 import metrics  # noqa: E402
-from clara import CLaRa, VectorCache  # noqa: E402
-from runtime import pick_device  # noqa: E402
+from clara import CLaRa  # noqa: E402
+from runtime import VectorCache, pick_device  # noqa: E402
 
 
 def heldout_mrr(model, rows, cache, bs=25):

@@ -266,3 +266,5 @@ def test_real_text_meanpool_table_pairs_the_two_compressors_per_seed(tmp_path, m
     assert "| memory tokens | 3 | not run (" in out and "| mean pooling | 3 | +0.250 | 20.0 / 25.0 / 10.0 |" in out
     last = out.strip().splitlines()[-1]
     assert "| seed 0 |" in out and "seed 3" not in last and last.endswith("| +50.0 |")
+    ablation_table.main("meanpool", "3")  # no seed with both runs: said, not an empty table
+    assert capsys.readouterr().out.strip().endswith("mean pooling - memory tokens: no seed has both runs")

@@ -143,6 +143,9 @@ def test_compressor_lr_mult_per_stage_freezes_theta_c_in_stage_2_alone(tmp_path,
     pre, ins = (load_file(tmp_path / s / "adapters.safetensors") for s in ("pretrain", "instruct"))
     moved = {kind: any(not torch.equal(pre[n], ins[n]) for n in pre if kind in n) for kind in ("compressor", "generator")}
     assert moved == {"compressor": mult == ["1"], "generator": True}, moved
+    args = train.parse_args(SMALL + ["--compressor-lr-mult", *mult])  # lr 0: frozen, no gradient computed
+    assert train.stage_trains("instruct", args) == (("generator",) if mult != ["1"] else ("compressor", "generator"))
+    assert train.stage_trains("pretrain", args) == ("compressor", "generator", "memory")
     with pytest.raises(SystemExit):  # two values: neither one for all stages nor one per stage
         train.parse_args(SMALL + ["--compressor-lr-mult", "1", "0"])
 

@@ -259,11 +259,15 @@ def trainable(model, names):
 
 def stage_trains(stage, args):
     """The parts a stage updates (TRAINS): less the generator in stage 3 under --freeze-generator,
-    the generator alone in stage 2 under --instruct-reads text (no compressor is read)."""
+    the generator alone in stage 2 under --instruct-reads text (no compressor is read), less theta_c
+    and the MEM embeddings where --compressor-lr-mult is 0 for the stage: frozen, so no gradient is
+    computed for them at all."""
     if args.freeze_generator and stage == "e2e":
         return tuple(n for n in TRAINS[stage] if n != "generator")
     if args.instruct_reads == "text" and stage == "instruct":
         return ("generator",)
+    if args.compressor_lr_mult[STAGES.index(stage)] == 0:
+        return tuple(n for n in TRAINS[stage] if n not in ("compressor", "memory"))
     return TRAINS[stage]
 
 

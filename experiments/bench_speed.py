@@ -11,7 +11,10 @@ Prints medians of --reps repetitions:
   adapter run beside each frozen linear, x W + s x A^T B^T, as training runs it) and merged (the
   adapter folded into the weights, W + s B A: CLaRa.adapter's default in inference);
   step      one default stage-1 step (batch 4 of the embedded corpus, forward, backward, AdamW),
-            with the frozen backbone's weights in float32 and, under bf16, in bf16 too.
+            with the frozen backbone's weights in float32 and, under bf16, in bf16 too;
+  stage 2   one default stage-2 step (batch 4, k = 5 passages each, forward, backward, AdamW), theta_c
+            and theta_g trained (the paper) and theta_c frozen (train.py --compressor-lr-mult 1 0 1:
+            no gradient through the compressor), backbone weights in float32.
 """
 import argparse
 import os
@@ -115,3 +118,30 @@ for weights in weight_dtypes:
         times.append(time.perf_counter() - t0)
     print(f"stage-1 step (batch 4), backbone weights {str(weights).replace('torch.', '')}, compute {dtype}: "
           f"{statistics.median(times[1:]):.2f} s (median of {args.steps}, after a warm-up step)")
+
+with tempfile.TemporaryDirectory() as out:
+    targs = train.parse_args(["--out", out, "--dtype", dtype, "--backbone", args.backbone])
+    rows = train.load_stage_rows(targs, "instruct", train.resolve_sources(targs))[0]
+random.Random(0).shuffle(rows)
+del model, backbone
+torch.manual_seed(0)
+model = CLaRa(*load_backbone(args.backbone, torch.float32), train.clara_config(targs)).to(device).train()
+stage2 = {}
+for name, mult in (("theta_c and theta_g trained (paper)", "1"), ("theta_c frozen (--compressor-lr-mult 1 0 1)", "0")):
+    targs = train.parse_args(["--compressor-lr-mult", "1", mult, "1", "--backbone", args.backbone])
+    opt = torch.optim.AdamW(train.trainable(model, train.stage_trains("instruct", targs)), lr=1e-4)
+    times = []
+    for i in range(args.steps + 1):
+        t0 = time.perf_counter()
+        with autocast():
+            loss = train.stage_loss(model, "instruct", rows[4 * i:4 * i + 4], targs)["loss"]
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        runtime.sync(device)
+        times.append(time.perf_counter() - t0)
+    stage2[name] = statistics.median(times[1:])
+    print(f"stage-2 step (batch 4, k = {targs.instruct_k}), {name}, backbone weights float32, compute {dtype}: "
+          f"{stage2[name]:.2f} s (median of {args.steps}, after a warm-up step)")
+joint, frozen = stage2.values()
+print(f"stage-2 step, joint / theta_c frozen: {joint / frozen:.2f}x")

@@ -94,53 +94,49 @@ print(f"{'':10s}{'prefill ' + str(args.prefill_positions) + ' positions (ms)':>3
 for name, (pre, dec) in figures.items():
     print(f"{name:10s}{pre:30.1f}{dec:20.1f}{dec / figures['raw'][1]:14.2f}x")
 
-with tempfile.TemporaryDirectory() as out:  # the embedded corpus, as the default run writes it
-    targs = train.parse_args(["--out", out, "--dtype", dtype, "--backbone", args.backbone])
-    rows = train.load_stage_rows(targs, "pretrain", train.resolve_sources(targs))[0]
-random.Random(0).shuffle(rows)
+def stage_rows(stage):
+    """The default run's shuffled training rows of a stage (the embedded corpus, as train.py writes it)."""
+    with tempfile.TemporaryDirectory() as out:
+        targs = train.parse_args(["--out", out, "--dtype", dtype, "--backbone", args.backbone])
+        rows = train.load_stage_rows(targs, stage, train.resolve_sources(targs))[0]
+    random.Random(0).shuffle(rows)
+    return rows
+
+
+def step_seconds(model, stage, rows, targs):
+    """Median seconds of args.steps optimizer steps at batch 4 (forward, backward, AdamW) training
+    what train.py trains in the stage under targs, after one warm-up step."""
+    opt = torch.optim.AdamW(train.trainable(model, train.stage_trains(stage, targs)), lr=1e-4)
+    times = []
+    for i in range(args.steps + 1):
+        t0 = time.perf_counter()
+        with autocast():
+            loss = train.stage_loss(model, stage, rows[4 * i:4 * i + 4], targs)["loss"]
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        runtime.sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[1:])
+
+
+rows, targs = stage_rows("pretrain"), train.parse_args(["--dtype", dtype, "--backbone", args.backbone])
 weight_dtypes = [torch.float32] + ([torch.bfloat16] if dtype == "bfloat16" else [])
 for weights in weight_dtypes:
     del model, backbone
     torch.manual_seed(0)
     model = CLaRa(*load_backbone(args.backbone, weights), train.clara_config(targs)).to(device).train()
     backbone = model.backbone
-    params = train.trainable(model, train.TRAINS["pretrain"])
-    opt = torch.optim.AdamW(params, lr=1e-4)
-    times = []
-    for i in range(args.steps + 1):
-        t0 = time.perf_counter()
-        with autocast():
-            loss = train.stage_loss(model, "pretrain", rows[4 * i:4 * i + 4], targs)["loss"]
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        runtime.sync(device)
-        times.append(time.perf_counter() - t0)
     print(f"stage-1 step (batch 4), backbone weights {str(weights).replace('torch.', '')}, compute {dtype}: "
-          f"{statistics.median(times[1:]):.2f} s (median of {args.steps}, after a warm-up step)")
+          f"{step_seconds(model, 'pretrain', rows, targs):.2f} s (median of {args.steps}, after a warm-up step)")
 
-with tempfile.TemporaryDirectory() as out:
-    targs = train.parse_args(["--out", out, "--dtype", dtype, "--backbone", args.backbone])
-    rows = train.load_stage_rows(targs, "instruct", train.resolve_sources(targs))[0]
-random.Random(0).shuffle(rows)
+rows, stage2 = stage_rows("instruct"), {}
 del model, backbone
 torch.manual_seed(0)
 model = CLaRa(*load_backbone(args.backbone, torch.float32), train.clara_config(targs)).to(device).train()
-stage2 = {}
 for name, mult in (("theta_c and theta_g trained (paper)", "1"), ("theta_c frozen (--compressor-lr-mult 1 0 1)", "0")):
-    targs = train.parse_args(["--compressor-lr-mult", "1", mult, "1", "--backbone", args.backbone])
-    opt = torch.optim.AdamW(train.trainable(model, train.stage_trains("instruct", targs)), lr=1e-4)
-    times = []
-    for i in range(args.steps + 1):
-        t0 = time.perf_counter()
-        with autocast():
-            loss = train.stage_loss(model, "instruct", rows[4 * i:4 * i + 4], targs)["loss"]
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        runtime.sync(device)
-        times.append(time.perf_counter() - t0)
-    stage2[name] = statistics.median(times[1:])
+    targs = train.parse_args(["--compressor-lr-mult", "1", mult, "1", "--dtype", dtype, "--backbone", args.backbone])
+    stage2[name] = step_seconds(model, "instruct", rows, targs)
     print(f"stage-2 step (batch 4, k = {targs.instruct_k}), {name}, backbone weights float32, compute {dtype}: "
           f"{stage2[name]:.2f} s (median of {args.steps}, after a warm-up step)")
 joint, frozen = stage2.values()

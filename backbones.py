@@ -119,8 +119,8 @@ class LoRALinear(nn.Module):
         if self.active is None:
             return y
         A, B = self.lora_A[self.active], self.lora_B[self.active]
-        delta = self.dropout(x).to(A.dtype) @ A.T @ B.T  # (..., D_in) -> (..., D_out); autocast may
-        return y + (delta * self.scaling).to(y.dtype)   # run it in bf16, the weights stay fp32
+        xa = self.dropout(x).to(A.dtype) @ A.T * self.scaling  # (..., D_in) -> (..., r): scaled at rank r,
+        return y + (xa @ B.T).to(y.dtype)  # not D_out (cheaper); autocast may run it in bf16, A, B stay fp32
 
     @torch.no_grad()
     def merge(self, name: str) -> torch.Tensor:

@@ -15,6 +15,9 @@ Prints medians of --reps repetitions:
   stage 2   one default stage-2 step (batch 4, k = 5 passages each, forward, backward, AdamW), theta_c
             and theta_g trained (the paper) and theta_c frozen (train.py --compressor-lr-mult 1 0 1:
             no gradient through the compressor), backbone weights in float32.
+With --profile, also where one stage-1 step's time goes (torch.profiler, float32 weights): the frozen
+weights' matmuls (their GFLOP/s), the adapters' rank-r matmuls, and the rest; step time / frozen-matmul
+time bounds what any cut that keeps the recipe's arithmetic (its tokens and layers) can save.
 """
 import argparse
 import os
@@ -39,6 +42,7 @@ p.add_argument("--reps", type=int, default=5)
 p.add_argument("--prefill-positions", type=int, default=100)
 p.add_argument("--new-tokens", type=int, default=16)
 p.add_argument("--steps", type=int, default=3, help="timed stage-1 steps per weight dtype, after a warm-up step")
+p.add_argument("--profile", action="store_true", help="also profile one stage-1 step: where its time goes")
 args = p.parse_args()
 
 
@@ -120,6 +124,45 @@ def step_seconds(model, stage, rows, targs):
     return statistics.median(times[1:])
 
 
+def profile_step(model, stage, rows, targs, step):
+    """The floor under a step that keeps the recipe's arithmetic: torch.profiler records the shapes of
+    one step's aten::mm calls (after a warm-up step); those with the frozen weights (every matrix dim >
+    lora_r) are then replayed alone, unprofiled (the profiler's per-call overhead would swamp the small
+    ones), and their summed time is set against `step`, the unprofiled median step time."""
+    from torch.profiler import ProfilerActivity, profile
+    if device.type != "cpu":  # on a GPU a replayed matmul would need its own synchronisation
+        print("  --profile: CPU only; skipped")
+        return
+    opt = torch.optim.AdamW(train.trainable(model, train.stage_trains(stage, targs)), lr=1e-4)
+    for i in range(2):  # the warm-up step is profiled too, and discarded
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True, with_flops=True) as prof:
+            with autocast():
+                loss = train.stage_loss(model, stage, rows[4 * i:4 * i + 4], targs)["loss"]
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    frozen, lora = {}, [0, 0.0]  # {(shape a, shape b): calls}; adapter matmuls: calls, GFLOP
+    for e in prof.key_averages(group_by_input_shape=True):
+        if e.key == "aten::mm":
+            a, b = e.input_shapes[:2]
+            if min(a + b) <= targs.lora_r:
+                lora[0] += e.count
+                lora[1] += e.flops / 1e9
+            else:
+                frozen[tuple(a), tuple(b)] = frozen.get((tuple(a), tuple(b)), 0) + e.count
+    seconds = flops = 0.0
+    for (a, b), calls in frozen.items():
+        x, w = torch.randn(a, dtype=model.backbone.dtype), torch.randn(b, dtype=model.backbone.dtype)
+        with autocast():
+            seconds += calls * median_ms(lambda: x @ w, args.reps) / 1000
+        flops += calls * 2 * a[0] * a[1] * b[1] / 1e9
+    print(f"  the step's {sum(frozen.values())} frozen-weight matmuls replayed alone: {seconds:.2f} s, "
+          f"{100 * seconds / step:.0f}% of the step ({flops:.0f} GFLOP at {flops / seconds:.0f} GFLOP/s); "
+          f"{lora[0]} adapter matmuls ({lora[1]:.1f} GFLOP) and all else: the other {step - seconds:.2f} s\n"
+          f"  a cut that keeps the recipe's arithmetic (its tokens, layers and matmuls) saves at most "
+          f"{step / seconds:.2f}x")
+
+
 rows, targs = stage_rows("pretrain"), train.parse_args(["--dtype", dtype, "--backbone", args.backbone])
 weight_dtypes = [torch.float32] + ([torch.bfloat16] if dtype == "bfloat16" else [])
 for weights in weight_dtypes:
@@ -127,8 +170,11 @@ for weights in weight_dtypes:
     torch.manual_seed(0)
     model = CLaRa(*load_backbone(args.backbone, weights), train.clara_config(targs)).to(device).train()
     backbone = model.backbone
+    step = step_seconds(model, "pretrain", rows, targs)
     print(f"stage-1 step (batch 4), backbone weights {str(weights).replace('torch.', '')}, compute {dtype}: "
-          f"{step_seconds(model, 'pretrain', rows, targs):.2f} s (median of {args.steps}, after a warm-up step)")
+          f"{step:.2f} s (median of {args.steps}, after a warm-up step)")
+    if args.profile:
+        profile_step(model, "pretrain", rows, targs, step)
 
 rows, stage2 = stage_rows("instruct"), {}
 del model, backbone

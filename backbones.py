@@ -158,6 +158,13 @@ def past(model, out) -> dict:
     return {"past_key_values": out.past_key_values}
 
 
+def last_logits(model) -> dict:
+    """The keyword that makes a prefill compute the LM head at the last position only, where the next
+    token is read (`logits_to_keep=1`), or {} for a model without it. Over every position the head
+    (V x D: 28M of SmolLM2-135M's 135M weights) adds about a quarter to a prefill's arithmetic."""
+    return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+
+
 @torch.no_grad()
 def greedy_decode(model, embeds, mask, stop_ids, max_new_tokens: int) -> list[list[int]]:
     """Greedy decoding with a KV cache from left-padded prompt embeddings (B, T, D) and their mask
@@ -166,7 +173,7 @@ def greedy_decode(model, embeds, mask, stop_ids, max_new_tokens: int) -> list[li
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     stop = torch.tensor(stop_ids, device=embeds.device)
-    out = model(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=True)
+    out = model(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=True, **last_logits(model))
     done = torch.zeros(len(embeds), dtype=torch.bool, device=embeds.device)
     tokens = []
     for _ in range(max_new_tokens):

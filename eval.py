@@ -43,7 +43,7 @@ import torch
 import corpus
 import data
 import metrics
-from backbones import past
+from backbones import last_logits, past
 from clara import QUERY_FIELDS, CLaRa
 from runtime import (VectorCache, backbone_dtype, config_differences, load_tensors, pick_device, sync,
                      trained_dtype)
@@ -223,7 +223,7 @@ def prefill_and_decode(model, prompt, new_tokens, device):
     with model.adapter("generator"):
         sync(device)
         t0 = time.perf_counter()
-        out = model.backbone(inputs_embeds=prompt[None], use_cache=True)  # (1, T, V)
+        out = model.backbone(inputs_embeds=prompt[None], use_cache=True, **last_logits(model.backbone))  # (1, 1, V)
         nxt = out.logits[:, -1].argmax(-1)  # (1,)
         sync(device)
         t1 = time.perf_counter()

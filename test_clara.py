@@ -14,11 +14,12 @@ import warnings
 
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 import clara
 import runtime
-from backbones import past
+from backbones import last_logits, past
 from clara import CLaRa, CLaRaConfig, differentiable_topk, load_backbone
 
 DOCS = ["Varel Oskin was born in Tessary in 1874 and worked as a luthier.",
@@ -373,6 +374,19 @@ def test_generator_loss_reads_a_text_slot_as_the_passages_token_embeddings():
     assert len(ids) == 8 and torch.equal(text, model.generator_loss([question], vecs, [answer]))
     out = model.instruct_loss([question], [[passage]], [answer], as_text=True)
     assert torch.equal(out["loss"], text) and "mse" not in out
+
+
+def test_prefill_computes_the_lm_head_at_the_last_position_only():
+    """last_logits makes the prefill's LM head read one position (a quarter of a prefill's arithmetic
+    on SmolLM2-135M), with the logits the full head gives there; a model without the keyword gets {}."""
+    model = tiny_clara()
+    x = model.prompt_embeds("Where was Varel Oskin born?", [model.compress(DOCS[:1])[0]])[None]  # (1, T, D)
+    with torch.no_grad():
+        full = model.backbone(inputs_embeds=x).logits  # (1, T, V)
+        last = model.backbone(inputs_embeds=x, **last_logits(model.backbone)).logits
+    assert full.shape[1] > 1 and last.shape == (1, 1, full.shape[-1])
+    torch.testing.assert_close(last[:, -1], full[:, -1])
+    assert last_logits(nn.Linear(2, 2)) == {}
 
 
 def test_greedy_generation_matches_step_by_step_argmax():

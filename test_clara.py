@@ -377,8 +377,9 @@ def test_generator_loss_reads_a_text_slot_as_the_passages_token_embeddings():
 
 
 def test_prefill_computes_the_lm_head_at_the_last_position_only():
-    """last_logits makes the prefill's LM head read one position (a quarter of a prefill's arithmetic
-    on SmolLM2-135M), with the logits the full head gives there; a model without the keyword gets {}."""
+    """last_logits makes the prefill's LM head read one position (over all of them it adds about a
+    quarter to a SmolLM2-135M prefill), with the logits the full head gives there; a model without
+    the keyword gets {}."""
     model = tiny_clara()
     x = model.prompt_embeds("Where was Varel Oskin born?", [model.compress(DOCS[:1])[0]])[None]  # (1, T, D)
     with torch.no_grad():

@@ -17,9 +17,9 @@ Prints medians of --reps repetitions:
   stage 2   one default stage-2 step (batch 4, k = 5 passages each, forward, backward, AdamW), theta_c
             and theta_g trained (the paper) and theta_c frozen (train.py --compressor-lr-mult 1 0 1:
             no gradient through the compressor), backbone weights in float32.
-With --profile, also where one stage-1 step's time goes (torch.profiler, float32 weights): the frozen
-weights' matmuls (their GFLOP/s), the adapters' rank-r matmuls, and the rest; step time / frozen-matmul
-time bounds what any cut that keeps the recipe's arithmetic (its tokens and layers) can save.
+With --profile, also where one stage-1 step's time goes (CPU only): its matmuls with the frozen weights,
+recorded by torch.profiler and replayed alone, and all matmuls' share of the profiled step; both bound
+what a cut that keeps the recipe's arithmetic (its tokens and layers) could save.
 """
 import argparse
 import os
@@ -115,6 +115,16 @@ def stage_rows(stage):
     return rows
 
 
+def train_step(model, opt, stage, batch, targs):
+    """One optimizer step as train.py takes it: forward, backward, AdamW."""
+    with autocast():
+        loss = train.stage_loss(model, stage, batch, targs)["loss"]
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    runtime.sync(device)
+
+
 def step_seconds(model, stage, rows, targs):
     """Median seconds of args.steps optimizer steps at batch 4 (forward, backward, AdamW) training
     what train.py trains in the stage under targs, after one warm-up step."""
@@ -122,12 +132,7 @@ def step_seconds(model, stage, rows, targs):
     times = []
     for i in range(args.steps + 1):
         t0 = time.perf_counter()
-        with autocast():
-            loss = train.stage_loss(model, stage, rows[4 * i:4 * i + 4], targs)["loss"]
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        runtime.sync(device)
+        train_step(model, opt, stage, rows[4 * i:4 * i + 4], targs)
         times.append(time.perf_counter() - t0)
     return statistics.median(times[1:])
 
@@ -144,11 +149,7 @@ def profile_step(model, stage, rows, targs, step):
     opt = torch.optim.AdamW(train.trainable(model, train.stage_trains(stage, targs)), lr=1e-4)
     for i in range(2):  # the warm-up step is profiled too, and discarded
         with profile(activities=[ProfilerActivity.CPU], record_shapes=True, with_flops=True) as prof:
-            with autocast():
-                loss = train.stage_loss(model, stage, rows[4 * i:4 * i + 4], targs)["loss"]
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            train_step(model, opt, stage, rows[4 * i:4 * i + 4], targs)
     frozen, lora = {}, [0, 0.0]  # {(shape a, shape b): calls}; adapter matmuls: calls, GFLOP
     events = prof.key_averages(group_by_input_shape=True)
     in_step = sum(e.self_cpu_time_total for e in events if e.key == "aten::mm") / sum(

@@ -181,6 +181,35 @@ def test_seeds_passes_train_and_eval_flags_through(tmp_path, monkeypatch):
     assert "--budget" not in calls[3] and calls[3][-4:] == ["--steps", "2", "2", "2"]
 
 
+def test_seeds_compression_only_trains_two_stages_and_scores_the_compressed_setting(tmp_path, monkeypatch, capsys):
+    """--compression-only: stage 1, then stage 2 from its checkpoint, no text reference, eval.py of the
+    stage-2 checkpoint on the compressed setting into results_instruct.json; --versus pairs those
+    files and leaves out the end-to-end row they do not have."""
+    seeds, calls = _seeds(), []
+
+    def fake_run(cmd, **kw):  # eval.py "writes" compressed answers for 4 questions
+        calls.append(cmd[1:])
+        if cmd[1] == "eval.py":
+            em = [1.0, 1.0, 0.0, 1.0] if "a_seed1" in cmd[cmd.index("--out") + 1] else [0.0, 1.0, 0.0, 0.0]
+            res = _results(0.75, 0.25, 0.5, 0.1, 0.9, 0.0, e2e=False)
+            res["predictions"] = [{"question": f"q{i}", "compressed": {"em": e}} for i, e in enumerate(em)]
+            Path(cmd[cmd.index("--out") + 1]).write_text(json.dumps(res))
+    monkeypatch.setattr(seeds.subprocess, "run", fake_run)
+    for name in ("a", "b"):
+        (tmp_path / f"{name}_seed1").mkdir()
+        seeds.main(["--seeds", "1", "--runs", str(tmp_path), "--name", name, "--budget", "60",
+                    "--compression-only"] + (["--versus", "a"] if name == "b" else []))
+    run = str(tmp_path / "a_seed1")
+    assert calls[0][-2:] == ["--stage", "pretrain"] and calls[0][:3] == ["train.py", "--budget", "60"]
+    assert calls[1][-4:] == ["--stage", "instruct", "--init", str(Path(run) / "pretrain")]
+    assert calls[2][:7] == ["eval.py", "--ckpt", str(Path(run) / "instruct"), "--settings", "compressed",
+                            "--out", str(Path(run) / "results_instruct.json")]
+    assert len(calls) == 6 and not any("text_reference" in " ".join(c) for c in calls)
+    paired = capsys.readouterr().out.split("| b - a | seed 1 |")[1]
+    assert "| compressed EM | -50.0 [" in paired, paired  # b - a on the same 4 questions: 1/4 - 3/4
+    assert "end-to-end" not in paired
+
+
 def test_seeds_plot_draws_each_seeds_logged_curves(tmp_path):
     """--plot: one line per seed in each stage's panel, its points those the run's metrics.jsonl logged."""
     pytest.importorskip("matplotlib")  # optional for clara: plotting only

@@ -6,6 +6,9 @@
 # with paired intervals, mean and seed spread, and mean pooling minus memory tokens on the same questions.
 #   bash experiments/meanpool.sh                  # seeds 0 1, the 20-minute recipe (4 runs of train + text reference + eval)
 #   bash experiments/meanpool.sh --longer 0 1 2   # also the budget-60 rung (train.py --budget 60)
+#   BUDGETS=60 bash experiments/meanpool.sh --compression-only 1   # that rung's compression claim alone
+# --compression-only (seeds.py's): stages 1-2 and the compressed setting with its shuffled control, no
+# text reference or stage 3, about a third of a seed's cost. BUDGETS replaces the list of budgets.
 # Memory tokens: runs/budget<B>_seedS (seeds.py's own runs of the default recipe, shared with it);
 # mean pooling: runs/meanpool_seedS (budget 20) and runs/meanpool_budget60_seedS. A seed whose
 # results.json exists is not re-run. Run it alone. TRAIN_ARGS / EVAL_ARGS add flags to every train.py /
@@ -15,11 +18,13 @@
 #     --instruct-k 2" bash experiments/meanpool.sh     (TRAIN_ARGS on one line; --steps replaces --budget)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-budgets=(20)
+budgets=(${BUDGETS:-20})
 if [ "${1:-}" = --longer ]; then budgets+=(60); shift; fi
+only=()
+if [ "${1:-}" = --compression-only ]; then only=(--compression-only); shift; fi
 seeds=("${@:-0 1}")
 seeds=(${seeds[*]})
-common=(--seeds "${seeds[@]}" --runs "${RUNS:-runs}" --eval-args="${EVAL_ARGS:-}")
+common=(--seeds "${seeds[@]}" --runs "${RUNS:-runs}" --eval-args="${EVAL_ARGS:-}" "${only[@]}")
 name() {  # the run name of budget $1 and compressor $2 (the default recipe's own for memory tokens)
   if [ "$2" = memory-tokens ]; then echo "budget$1"; elif [ "$1" = 20 ]; then echo meanpool
   else echo "meanpool_budget$1"; fi

@@ -19,6 +19,13 @@ and held-out set: the spread covers both the data draw and the training run.
     python experiments/seeds.py --table-only --plot docs/seeds.png  # and draw each seed's training curves
     python experiments/seeds.py --seeds 0 1 --name meanpool --train-args="--compressor mean-pool"
     python experiments/seeds.py --seeds 0 1 --name meanpool --table-only --versus budget20  # recipe against recipe
+    python experiments/seeds.py --seeds 1 --budget 60 --compression-only   # stages 1-2, compressed vs shuffled
+
+--compression-only measures the compression claim alone, at about a third of a seed's cost: stages 1
+and 2 (`train.py --stage pretrain`, then `--stage instruct --init RUN/pretrain`: the same batches as
+`--stage all`, each stage draws its own), no text reference, and `eval.py --ckpt RUN/instruct
+--settings compressed` (compressed and its shuffled control) into RUN/results_instruct.json, which
+the table and --versus then read. A later full run of the seed continues from those stages.
 """
 import argparse
 import json
@@ -108,13 +115,15 @@ VERSUS = [("compressed EM", "compressed"), ("end-to-end EM", "end-to-end")]
 
 def versus(runs: dict, others: dict, name: str, other: str) -> str:
     """Recipe `name` minus recipe `other`, seed by seed on the same questions (the same seed draws
-    the same corpus): per setting, each seed's paired-bootstrap difference, mean and verdict."""
+    the same corpus): per setting both evaluated, each seed's paired-bootstrap difference, mean and verdict."""
     seeds = sorted(set(runs) & set(others))
     if not seeds:
         raise SystemExit(f"--versus {other}: no seed evaluated for both {name} and {other}")
     lines = [f"| {name} - {other} | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | verdict |",
              "|" + "---|" * (len(seeds) + 3)]
     for label, setting in VERSUS:
+        if any(setting not in runs[s]["settings"] or setting not in others[s]["settings"] for s in seeds):
+            continue  # e.g. --compression-only: no end-to-end answers
         cells, values, beyond = [], [], 0
         for s in seeds:
             a, b = runs[s]["predictions"], others[s]["predictions"]
@@ -130,22 +139,32 @@ def versus(runs: dict, others: dict, name: str, other: str) -> str:
     return "\n".join(lines)
 
 
+def results_path(out: str, compression_only: bool) -> str:
+    return os.path.join(out, "results_instruct.json" if compression_only else "results.json")
+
+
 def run_seed(seed: int, out: str, args):
     """Train one seed, its same-budget text reference, and evaluate; each command is printed before
-    it runs, and a finished step (its DONE file or results.json) is not run again. train.py runs with
+    it runs, and a finished step (its DONE file or results file) is not run again. train.py runs with
     --resume: an interrupted seed (a longer rung takes hours on a CPU) continues from its last saved
     step, and a run directory of another configuration is refused. Explicit --steps in --train-args
-    replace --budget (train.py takes one or the other)."""
+    replace --budget (train.py takes one or the other). --compression-only: stages 1-2 and the
+    compressed setting alone (module docstring)."""
     train_args, eval_args = shlex.split(args.train_args), shlex.split(args.eval_args)
     budget = [] if "--steps" in train_args else ["--budget", str(args.budget)]
-    steps = [(os.path.join(out, "e2e", "DONE"),
-              [sys.executable, "train.py", *budget, "--seed", str(seed), "--out", out, "--resume",
-               *train_args]),
-             (os.path.join(out + "_text", "instruct", "DONE"),
-              ["bash", "experiments/text_reference.sh", out]),
-             (os.path.join(out, "results.json"),
-              [sys.executable, "eval.py", "--ckpt", os.path.join(out, "e2e"), "--out",
-               os.path.join(out, "results.json"), *eval_args])]
+    train = [sys.executable, "train.py", *budget, "--seed", str(seed), "--out", out, "--resume", *train_args]
+    result = results_path(out, args.compression_only)
+    if args.compression_only:
+        steps = [(os.path.join(out, "pretrain", "DONE"), [*train, "--stage", "pretrain"]),
+                 (os.path.join(out, "instruct", "DONE"),
+                  [*train, "--stage", "instruct", "--init", os.path.join(out, "pretrain")]),
+                 (result, [sys.executable, "eval.py", "--ckpt", os.path.join(out, "instruct"),
+                           "--settings", "compressed", "--out", result, *eval_args])]
+    else:
+        steps = [(os.path.join(out, "e2e", "DONE"), train),
+                 (os.path.join(out + "_text", "instruct", "DONE"), ["bash", "experiments/text_reference.sh", out]),
+                 (result, [sys.executable, "eval.py", "--ckpt", os.path.join(out, "e2e"), "--out", result,
+                           *eval_args])]
     for done, cmd in steps:
         if os.path.exists(done):
             print(f"{done}: exists, not re-run")
@@ -195,13 +214,15 @@ def main(argv=None):
     p.add_argument("--eval-args", default="", help='more eval.py flags, one string (e.g. --eval-args="--limit 4")')
     p.add_argument("--versus", default=None, metavar="NAME",
                    help="also compare with recipe runs/NAME_seedS, seed by seed, question by question")
+    p.add_argument("--compression-only", action="store_true",
+                   help="stages 1-2 and eval.py --settings compressed only, into RUN/results_instruct.json")
     p.add_argument("--plot", default=None, help="also draw each seed's training curves into this PNG (matplotlib)")
     args = p.parse_args(argv)
     name = args.name or f"budget{args.budget}"
     runs = {}
     for seed in args.seeds:
         out = os.path.join(args.runs, f"{name}_seed{seed}")
-        path = os.path.join(out, "results.json")
+        path = results_path(out, args.compression_only)
         if not os.path.exists(path):
             if args.table_only:
                 print(f"{path}: missing, seed {seed} left out of the table")
@@ -212,14 +233,15 @@ def main(argv=None):
         with open(path) as f:
             runs[seed] = json.load(f)
     if not runs:
-        raise SystemExit("no seed has a results.json: nothing to tabulate")
+        raise SystemExit(f"no seed has a {os.path.basename(results_path('', args.compression_only))}: "
+                         "nothing to tabulate")
     print(f"\n{name}, seeds {' '.join(map(str, sorted(runs)))}: points; a difference is 'value [95% interval "
           f"over questions]'; a claim holds when its mean is positive and no seed's value is at or below zero\n")
     print(table(runs))
     if args.versus:
         others = {}
         for seed in runs:
-            path = os.path.join(args.runs, f"{args.versus}_seed{seed}", "results.json")
+            path = results_path(os.path.join(args.runs, f"{args.versus}_seed{seed}"), args.compression_only)
             if os.path.exists(path):
                 with open(path) as f:
                     others[seed] = json.load(f)

@@ -223,8 +223,10 @@ class Index:
             for b in range(0, len(texts), batch_size):
                 vecs.append(encode(texts[b:b + batch_size]).to("cpu", torch.float16))  # (b, l, D)
                 bar.update(len(vecs[-1]))
-            runtime.atomic_write(index.shard_path(s), lambda p: save_file(
-                {"vectors": torch.cat(vecs).contiguous()}, p, metadata={"index": ident}))  # (c, l, D)
+            with torch.autocast("cpu", enabled=False):  # a CPU's bf16 autocast refuses float16 in cat
+                shard = torch.cat(vecs).contiguous()  # (c, l, D)
+            runtime.atomic_write(index.shard_path(s), lambda p: save_file({"vectors": shard}, p,
+                                                                         metadata={"index": ident}))
             done += 1
             if stop_after is not None and done >= stop_after:
                 bar.close()
@@ -367,12 +369,13 @@ def exact_search(index: Index, q: torch.Tensor, n: int):
     keeping the best n so far: (B, n) twice."""
     best_s = q.new_empty(len(q), 0)  # (B, <= n): the best scores so far, and their ids
     best_i = torch.empty(len(q), 0, dtype=torch.long, device=q.device)
-    for s in range(index.n_shards):
-        m = index.load_shard(s).to(q.device).flatten(1).float()  # (c, l*D)
-        cos = (q @ m.T) / m.norm(dim=1).clamp(min=1e-12)  # (B, c); no normalised copy of m
-        ids = torch.arange(s * index.shard_size, s * index.shard_size + len(m), device=q.device)
-        best_s, pos = torch.cat([best_s, cos], 1).topk(min(n, best_s.shape[1] + len(m)), dim=1)
-        best_i = torch.cat([best_i, ids.expand(len(q), -1)], 1).gather(1, pos)
+    with torch.autocast(q.device.type, enabled=False):  # exact: float32 scores under any autocast
+        for s in range(index.n_shards):
+            m = index.load_shard(s).to(q.device).flatten(1).float()  # (c, l*D)
+            cos = (q @ m.T) / m.norm(dim=1).clamp(min=1e-12)  # (B, c); no normalised copy of m
+            ids = torch.arange(s * index.shard_size, s * index.shard_size + len(m), device=q.device)
+            best_s, pos = torch.cat([best_s, cos], 1).topk(min(n, best_s.shape[1] + len(m)), dim=1)
+            best_i = torch.cat([best_i, ids.expand(len(q), -1)], 1).gather(1, pos)
     return best_s.cpu(), best_i.cpu()
 
 

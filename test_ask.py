@@ -24,7 +24,9 @@ L = 32  # doc_max_len of the tiny model: the world's ~90-token passages become ~
 
 def tiny_model(seed: int = 1) -> CLaRa:
     """A tiny CLaRa with random non-zero adapters (so theta_c really changes the vectors) and
-    theta_qr = a copy of theta_c, as stage 3 starts (paper Table 14)."""
+    theta_qr = a copy of theta_c, as stage 3 starts (paper Table 14). Seeded whole: add_lora draws
+    the A matrices from the global generator, and an unseeded one made the tests' picks vary by run."""
+    torch.manual_seed(seed)
     model = CLaRa(*load_backbone("tiny"), CLaRaConfig(backbone="tiny", doc_max_len=L, compression_rate=4,
                                                       top_k=3, lora_dropout=0.0))
     g = torch.Generator().manual_seed(seed)
@@ -324,6 +326,25 @@ def test_missing_or_corrupt_bm25_file_is_named(built, tmp_path):
         Index.open(broken)
     Index.build(model, PASSAGES, broken, shard_size=8, batch_size=3)  # what the error advises
     assert Index.open(broken).bm25().scores("a cat") == Index.open(out).bm25().scores("a cat")
+
+
+def test_index_and_exact_search_under_bf16_autocast(built, tmp_path):
+    """--dtype bfloat16 (what --dtype auto picks on a CPU with native bf16): the index is written
+    (the float16 shard is assembled outside autocast, which refuses float16) and the exact search
+    scores in float32 under any autocast, equal to the scores outside it."""
+    model, out = built
+    model.save(str(tmp_path / "ckpt"))
+    docs = tmp_path / "docs.txt"
+    docs.write_text("Short one.\nMira Holt keeps a cat.\nThe guild met in Tessary.\n")
+    index = ask.main(["index", "--ckpt", str(tmp_path / "ckpt"), "--docs", str(docs), "--out",
+                      str(tmp_path / "idx"), "--dtype", "bfloat16"])
+    assert index.load_shard(0).dtype == torch.float16 and len(index) == 3
+    full = Index.open(out)
+    q = model.encode_query(["Who keeps a parrot?", full.passages[5]["text"]])  # (2, l, D)
+    plain = ask.search_vectors(full, q, n=10)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = ask.search_vectors(full, q, n=10)
+    assert under[0].dtype == torch.float32 and torch.equal(under[0], plain[0]) and torch.equal(under[1], plain[1])
 
 
 def test_cli_query_with_bm25_first(built, tmp_path):

@@ -1,6 +1,7 @@
 """Tests for eval.py: a smoke run on a tiny checkpoint, and loud errors that name the row.
 
-Offline, CPU, float32, on the "tiny" backbone (random weights: the numbers mean nothing, the
+Offline, CPU, float32 (pinned with --dtype where the outcome depends on it: a CPU with native bf16
+would otherwise evaluate under bf16 autocast), on the "tiny" backbone (random weights: the numbers mean nothing, the
 claims are that every setting and baseline runs on the same questions and gives finite metrics).
 """
 import argparse
@@ -59,7 +60,7 @@ def test_smoke_every_setting_and_baseline_gives_finite_numbers(run_dir, capsys):
     out = run_dir / "results.json"
     clara_eval.main(["--ckpt", str(run_dir / "e2e"), "--data", str(run_dir / "e2e.jsonl"), "--limit", "6",
                      "--batch-size", "4", "--max-new-tokens", "4", "--latency-questions", "2",
-                     "--device", "cpu", "--out", str(out)])
+                     "--device", "cpu", "--dtype", "float32", "--out", str(out)])
     res = json.loads(out.read_text())
     assert res["questions"] == 6 and res["k"] == 2, "k must default to the checkpoint's top_k"
     for name in ("closed-book", "text-rag", "text-rag-untuned", "compressed", "compressed-shuffled", "end-to-end",
@@ -115,7 +116,7 @@ def test_text_references_read_through_their_own_generators(run_dir):
     the checkpoint's theta_g: each equals generation by that model on the same passages as text."""
     res = clara_eval.main(["--ckpt", str(run_dir / "e2e"), "--data", str(run_dir / "e2e.jsonl"), "--limit", "4",
                            "--batch-size", "4", "--max-new-tokens", "6", "--device", "cpu",
-                           "--settings", "text-rag"])
+                           "--dtype", "float32", "--settings", "text-rag"])  # as the generate() calls below
     rows = data.load_rows(str(run_dir / "e2e.jsonl"), "e2e")[:4]
     questions = [r["question"] for r in rows]
     passages = [[r["docs"][i] for i in data.oracle_k(r, 2)] for r in rows]

@@ -8,7 +8,7 @@
 #   bash experiments/meanpool.sh --longer 0 1 2   # also the budget-60 rung (train.py --budget 60)
 #   BUDGETS=60 bash experiments/meanpool.sh --compression-only 1   # that rung's compression claim alone
 # --compression-only (seeds.py's): stages 1-2 and the compressed setting with its shuffled control, no
-# text reference or stage 3, about a third of a seed's cost. BUDGETS replaces the list of budgets.
+# text reference or stage 3. BUDGETS replaces the list of budgets.
 # Memory tokens: runs/budget<B>_seedS (seeds.py's own runs of the default recipe, shared with it);
 # mean pooling: runs/meanpool_seedS (budget 20) and runs/meanpool_budget60_seedS. A seed whose
 # results.json exists is not re-run. Run it alone. TRAIN_ARGS / EVAL_ARGS add flags to every train.py /

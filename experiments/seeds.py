@@ -21,7 +21,8 @@ and held-out set: the spread covers both the data draw and the training run.
     python experiments/seeds.py --seeds 0 1 --name meanpool --table-only --versus budget20  # recipe against recipe
     python experiments/seeds.py --seeds 1 --budget 60 --compression-only   # stages 1-2, compressed vs shuffled
 
---compression-only measures the compression claim alone, at about a third of a seed's cost: stages 1
+--compression-only measures the compression claim alone, without stage 3, the text reference or the
+other settings: stages 1
 and 2 (`train.py --stage pretrain`, then `--stage instruct --init RUN/pretrain`: the same batches as
 `--stage all`, each stage draws its own), no text reference, and `eval.py --ckpt RUN/instruct
 --settings compressed` (compressed and its shuffled control) into RUN/results_instruct.json, which

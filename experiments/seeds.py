@@ -21,12 +21,11 @@ and held-out set: the spread covers both the data draw and the training run.
     python experiments/seeds.py --seeds 0 1 --name meanpool --table-only --versus budget20  # recipe against recipe
     python experiments/seeds.py --seeds 1 --budget 60 --compression-only   # stages 1-2, compressed vs shuffled
 
---compression-only measures the compression claim alone, without stage 3, the text reference or the
-other settings: stages 1
-and 2 (`train.py --stage pretrain`, then `--stage instruct --init RUN/pretrain`: the same batches as
-`--stage all`, each stage draws its own), no text reference, and `eval.py --ckpt RUN/instruct
---settings compressed` (compressed and its shuffled control) into RUN/results_instruct.json, which
-the table and --versus then read. A later full run of the seed continues from those stages.
+--compression-only measures the compression claim alone: stages 1 and 2 (`train.py --stage pretrain`,
+then `--stage instruct --init RUN/pretrain`: the same batches as `--stage all`, each stage draws its
+own), no stage 3 and no text reference, then `eval.py --ckpt RUN/instruct --settings compressed`
+(compressed and its shuffled control) into RUN/results_instruct.json, which the table and --versus
+then read. A later full run of the seed continues from those stages.
 """
 import argparse
 import json

@@ -8,6 +8,7 @@ import importlib.util
 import inspect
 import math
 import os
+from contextlib import contextmanager
 from functools import lru_cache
 
 import torch
@@ -123,11 +124,12 @@ class LoRALinear(nn.Module):
         return y + (xa @ B.T).to(y.dtype)  # not D_out (cheaper); autocast may run it in bf16, A, B stay fp32
 
     @torch.no_grad()
-    def merge(self, name: str) -> torch.Tensor:
-        """W + (alpha / r) B_a A_a: (D_out, D_in) in W's dtype, the map forward computes for adapter
-        `name` without dropout, as one weight."""
+    def merge(self, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """W + (alpha / r) B_a A_a: (D_out, D_in) in `dtype` (default W's), the map forward computes for
+        adapter `name` without dropout, as one weight. In float32 even under autocast, then rounded once."""
         W = self.base.weight
-        return (W.float() + self.scaling * (self.lora_B[name] @ self.lora_A[name])).to(W.dtype)
+        with torch.autocast(W.device.type, enabled=False):
+            return (W.float() + self.scaling * (self.lora_B[name] @ self.lora_A[name])).to(dtype or W.dtype)
 
 
 def add_lora(backbone: nn.Module, r: int, alpha: int, dropout: float,
@@ -148,6 +150,24 @@ def add_lora(backbone: nn.Module, r: int, alpha: int, dropout: float,
                 setattr(module, child_name, lora)
                 wrapped.append(lora)
     return wrapped
+
+
+@contextmanager
+def head_in(backbone: nn.Module, dtype: torch.dtype | None):
+    """The LM head's weight as a `dtype` copy for the block (None: unchanged). Under autocast, the
+    rounding autocast would apply at every call, done once: the frozen head (V x D, a fifth of
+    SmolLM2-135M) re-cast per decoded token costs a CPU as much as the token's other matmuls. The
+    input embeddings, tied to the head in SmolLM2, keep their weight; the tie is restored after."""
+    head = backbone.get_output_embeddings()
+    weight = head.weight
+    if dtype is None or weight.dtype == dtype:
+        yield
+        return
+    head.weight = nn.Parameter(weight.detach().to(dtype), requires_grad=False)
+    try:
+        yield
+    finally:
+        head.weight = weight
 
 
 def past(model, out) -> dict:

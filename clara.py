@@ -35,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from backbones import (CALIBRATION_TEXT, LoRALinear, add_lora, chat_pieces, greedy_decode,  # load_backbone and
-                       load_backbone, states_at_layer)  # LoRALinear: re-exported, `from clara import ...`
+                       head_in, load_backbone, states_at_layer)  # LoRALinear: re-exported, `from clara import ...`
 from runtime import CONFIG, TENSORS, atomic_write, backbone_fingerprint, load_tensors  # checkpoint files
 
 ADAPTERS = ("compressor", "query_reasoner", "generator")  # theta_c, theta_qr, theta_g
@@ -205,7 +205,10 @@ class CLaRa(nn.Module):
         outlives the forward (and no gradient checkpointing re-runs one outside this block).
         merge: fold the adapter in for the block, W' = W + (alpha/r) B A: one matmul per linear instead
         of three, a dropout and two casts (most of a decoded token's time on a CPU). Default: merge in
-        inference (no gradient, eval mode); never while recording gradients (the adapter is in the graph)."""
+        inference (no gradient, eval mode); never while recording gradients (the adapter is in the graph).
+        Under autocast the merged weights (and the LM head, backbones.head_in) are stored in its dtype
+        (bf16), the rounding autocast would apply at every matmul: the same outputs, and a CPU does not
+        re-cast every weight for every token."""
         if name is not None and name not in ADAPTERS:
             raise ValueError(f"unknown adapter {name!r}; choose from {ADAPTERS}")
         if merge is None:
@@ -214,10 +217,14 @@ class CLaRa(nn.Module):
             raise RuntimeError("adapter(merge=True) while recording gradients: merged weights are "
                                "constants, so no gradient would reach the adapter")
         previous = [(layer.active, layer.merged_weight) for layer in self.lora_layers]
+        kind = self.device.type
+        dtype = torch.get_autocast_dtype(kind) if merge and torch.is_autocast_enabled(kind) else None
         for layer in self.lora_layers:
-            layer.active, layer.merged_weight = name, layer.merge(name) if merge and name is not None else None
+            layer.active = name
+            layer.merged_weight = layer.merge(name, dtype) if merge and name is not None else None
         try:
-            yield
+            with head_in(self.backbone, dtype):
+                yield
         finally:
             for layer, (active, merged) in zip(self.lora_layers, previous):
                 layer.active, layer.merged_weight = active, merged

@@ -702,6 +702,32 @@ def test_merged_adapter_computes_what_the_unmerged_one_does():
     assert (merged - bare).abs().max() > 1e-2, "the adapter changes nothing: the test proves nothing"
 
 
+def test_merged_weights_take_autocasts_dtype_and_give_the_same_outputs():
+    """Under bf16 autocast the merged weights and the LM head are stored in bf16 (else a CPU casts each
+    fp32 weight at every matmul of every token), and the outputs are those of fp32 weights that
+    autocast casts; the head's tie to the input embeddings is back after the block."""
+    model = tiny_clara()
+    randomize_adapters(model, scale=0.2)
+    model.eval()
+    head, embed = model.backbone.get_output_embeddings(), model.backbone.get_input_embeddings()
+    assert head.weight is embed.weight, "the tiny backbone ties its head, as SmolLM2 does"
+    ids = torch.tensor([[5, 17, 42, 7, 99, 3]])
+    with torch.no_grad():
+        with model.adapter("generator"):  # merged outside autocast: fp32 weights, cast at each matmul
+            assert {layer.merged_weight.dtype for layer in model.lora_layers} == {torch.float32}
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                cast_each_time = _logits(model, ids)
+        with torch.autocast("cpu", dtype=torch.bfloat16), model.adapter("generator"):
+            assert {layer.merged_weight.dtype for layer in model.lora_layers} == {torch.bfloat16}
+            assert head.weight.dtype == torch.bfloat16 and embed.weight.dtype == torch.float32
+            stored_bf16 = _logits(model, ids)
+        with model.adapter("generator"):
+            fp32 = _logits(model, ids)
+    assert head.weight is embed.weight and head.weight.dtype == torch.float32
+    assert torch.equal(stored_bf16, cast_each_time)
+    assert (stored_bf16.float() - fp32).abs().max() > 0, "bf16 rounding left no trace: autocast was off"
+
+
 def test_merging_restores_weights_and_nests():
     model = tiny_clara()
     randomize_adapters(model, scale=0.2)

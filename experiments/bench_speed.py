@@ -12,6 +12,9 @@ Prints medians of --reps repetitions:
   adapter run beside each frozen linear, x W + s x A^T B^T, as training runs it) and merged (the
   adapter folded into the weights, W + s B A: CLaRa.adapter's default in inference); and "raw, all":
   the raw prefill with the LM head at every position, as every prefill ran before last_logits;
+  under bf16 also "merged, f32": the merged weights and the LM head kept in float32, so that autocast
+  casts every weight at every matmul, as inference ran before they took autocast's dtype. (The raw
+  backbone's weights still require grad: autocast casts them once per block, not per token.)
   step      one default stage-1 step (batch 4 of the embedded corpus, forward, backward, AdamW),
             with the frozen backbone's weights in float32 and, under bf16, in bf16 too;
   stage 2   one default stage-2 step (batch 4, k = 5 passages each, forward, backward, AdamW), theta_c
@@ -22,6 +25,7 @@ recorded by torch.profiler and replayed alone, and all matmuls' share of the pro
 what a cut that keeps the recipe's arithmetic (its tokens and layers) could save.
 """
 import argparse
+import contextlib
 import os
 import random
 import statistics
@@ -83,7 +87,7 @@ figures = {}
 def measure(name, context, keep=None):
     """keep: the prefill's LM-head keyword, by default the last position only (as greedy_decode)."""
     keep = last_logits(backbone) if keep is None else keep
-    with torch.no_grad(), context(), autocast():
+    with torch.no_grad(), autocast(), context():  # the adapter entered under autocast, as eval.py does
         prefill = median_ms(lambda: (backbone(inputs_embeds=x, use_cache=True, **keep), runtime.sync(device)),
                             args.reps)
         decode = statistics.median(decode_ms(backbone, x, args.new_tokens) for _ in range(args.reps))
@@ -98,11 +102,23 @@ with torch.no_grad():  # a trained-looking generator adapter (non-zero B), so th
         layer.lora_B["generator"].normal_(0, 0.01)
 measure("unmerged", lambda: model.adapter("generator", merge=False))
 measure("merged", lambda: model.adapter("generator", merge=True))
+
+
+def merged_in_float32():
+    """The adapter merged with autocast off: float32 weights and head, which autocast casts per call."""
+    stack = contextlib.ExitStack()
+    with torch.autocast(device.type, enabled=False):
+        stack.enter_context(model.adapter("generator", merge=True))
+    return stack
+
+
+if dtype == "bfloat16":
+    measure("merged, f32", merged_in_float32)
 print(f"\n{args.backbone} on {device}, compute dtype {dtype}; medians of {args.reps}")
-print(f"{'':10s}{'prefill ' + str(args.prefill_positions) + ' positions (ms)':>30s}{'decode (ms/token)':>20s}"
+print(f"{'':12s}{'prefill ' + str(args.prefill_positions) + ' positions (ms)':>30s}{'decode (ms/token)':>20s}"
       f"{'decode vs raw':>15s}")
 for name, (pre, dec) in figures.items():
-    print(f"{name:10s}{pre:30.1f}{dec:20.1f}{dec / figures['raw'][1]:14.2f}x")
+    print(f"{name:12s}{pre:30.1f}{dec:20.1f}{dec / figures['raw'][1]:14.2f}x")
 print(f"prefill, LM head at the last position vs at every position: "
       f"{figures['raw, all'][0] / figures['raw'][0]:.2f}x faster")
 

@@ -210,6 +210,31 @@ def test_seeds_compression_only_trains_two_stages_and_scores_the_compressed_sett
     assert "end-to-end" not in paired
 
 
+def test_seeds_text_reference_adds_the_text_run_and_scores_text_rag_after_stage_2(tmp_path, monkeypatch):
+    """--compression-only --text-reference: stages 1-2, the text reference from the same run, then one
+    eval.py of the stage-2 checkpoint on compressed and text-rag into its own file, so the plain
+    compression-only results are neither overwritten nor mistaken for it; alone, the flag is refused."""
+    seeds, calls = _seeds(), []
+
+    def fake_run(cmd, **kw):
+        calls.append(cmd[1:])
+        if cmd[1] == "eval.py":
+            Path(cmd[cmd.index("--out") + 1]).write_text(json.dumps(_results(0.1, 0.05, 0.05, 0.01, 0.09, 0.02)))
+    monkeypatch.setattr(seeds.subprocess, "run", fake_run)
+    run = tmp_path / "a_seed0"
+    run.mkdir()
+    (run / "results_instruct.json").write_text("{}")  # an earlier compression-only eval
+    seeds.main(["--seeds", "0", "--runs", str(tmp_path), "--name", "a", "--budget", "60",
+                "--compression-only", "--text-reference"])
+    assert [c[-2:] for c in calls[:2]] == [["--stage", "pretrain"], ["--init", str(run / "pretrain")]]
+    assert calls[2] == ["experiments/text_reference.sh", str(run)]
+    assert calls[3] == ["eval.py", "--ckpt", str(run / "instruct"), "--settings", "compressed", "text-rag",
+                        "--out", str(run / "results_instruct_text.json")]
+    assert len(calls) == 4 and (run / "results_instruct.json").read_text() == "{}"
+    with pytest.raises(SystemExit):
+        seeds.main(["--seeds", "0", "--runs", str(tmp_path), "--name", "a", "--text-reference"])
+
+
 def test_seeds_plot_draws_each_seeds_logged_curves(tmp_path):
     """--plot: one line per seed in each stage's panel, its points those the run's metrics.jsonl logged."""
     pytest.importorskip("matplotlib")  # optional for clara: plotting only

@@ -8,7 +8,9 @@
 #   bash experiments/meanpool.sh --longer 0 1 2   # also the budget-60 rung (train.py --budget 60)
 #   BUDGETS=60 bash experiments/meanpool.sh --compression-only 1   # that rung's compression claim alone
 # --compression-only (seeds.py's): stages 1-2 and the compressed setting with its shuffled control, no
-# text reference or stage 3. BUDGETS replaces the list of budgets.
+# text reference or stage 3; --compression-only --text-reference adds the same-budget text reference,
+# scored on the same stage-2 checkpoints. BUDGETS replaces the list of budgets.
+#   BUDGETS=60 bash experiments/meanpool.sh --compression-only --text-reference 0 1
 # Memory tokens: runs/budget<B>_seedS (seeds.py's own runs of the default recipe, shared with it);
 # mean pooling: runs/meanpool_seedS (budget 20) and runs/meanpool_budget60_seedS. A seed whose
 # results.json exists is not re-run. Run it alone. TRAIN_ARGS / EVAL_ARGS add flags to every train.py /
@@ -22,6 +24,7 @@ budgets=(${BUDGETS:-20})
 if [ "${1:-}" = --longer ]; then budgets+=(60); shift; fi
 only=()
 if [ "${1:-}" = --compression-only ]; then only=(--compression-only); shift; fi
+if [ "${1:-}" = --text-reference ]; then only+=(--text-reference); shift; fi
 seeds=("${@:-0 1}")
 seeds=(${seeds[*]})
 common=(--seeds "${seeds[@]}" --runs "${RUNS:-runs}" --eval-args="${EVAL_ARGS:-}" "${only[@]}")

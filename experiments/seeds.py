@@ -25,7 +25,12 @@ and held-out set: the spread covers both the data draw and the training run.
 then `--stage instruct --init RUN/pretrain`: the same batches as `--stage all`, each stage draws its
 own), no stage 3 and no text reference, then `eval.py --ckpt RUN/instruct --settings compressed`
 (compressed and its shuffled control) into RUN/results_instruct.json, which the table and --versus
-then read. A later full run of the seed continues from those stages.
+then read. A later full run of the seed continues from those stages. With --text-reference it also
+trains the seed's same-budget text reference and runs `eval.py --ckpt RUN/instruct --settings
+compressed text-rag` into RUN/results_instruct_text.json: compressed, shuffled and text RAG after
+stage 2, the three read by generators of the same rows and steps.
+
+    python experiments/seeds.py --seeds 0 1 --budget 60 --compression-only --text-reference
 """
 import argparse
 import json
@@ -139,8 +144,10 @@ def versus(runs: dict, others: dict, name: str, other: str) -> str:
     return "\n".join(lines)
 
 
-def results_path(out: str, compression_only: bool) -> str:
-    return os.path.join(out, "results_instruct.json" if compression_only else "results.json")
+def results_path(out: str, compression_only: bool, text: bool = False) -> str:
+    if not compression_only:
+        return os.path.join(out, "results.json")
+    return os.path.join(out, "results_instruct_text.json" if text else "results_instruct.json")
 
 
 def run_seed(seed: int, out: str, args):
@@ -153,16 +160,18 @@ def run_seed(seed: int, out: str, args):
     train_args, eval_args = shlex.split(args.train_args), shlex.split(args.eval_args)
     budget = [] if "--steps" in train_args else ["--budget", str(args.budget)]
     train = [sys.executable, "train.py", *budget, "--seed", str(seed), "--out", out, "--resume", *train_args]
-    result = results_path(out, args.compression_only)
+    result = results_path(out, args.compression_only, args.text_reference)
+    text = [(os.path.join(out + "_text", "instruct", "DONE"), ["bash", "experiments/text_reference.sh", out])]
     if args.compression_only:
+        settings = ["compressed", "text-rag"] if args.text_reference else ["compressed"]
         steps = [(os.path.join(out, "pretrain", "DONE"), [*train, "--stage", "pretrain"]),
                  (os.path.join(out, "instruct", "DONE"),
                   [*train, "--stage", "instruct", "--init", os.path.join(out, "pretrain")]),
+                 *(text if args.text_reference else []),
                  (result, [sys.executable, "eval.py", "--ckpt", os.path.join(out, "instruct"),
-                           "--settings", "compressed", "--out", result, *eval_args])]
+                           "--settings", *settings, "--out", result, *eval_args])]
     else:
-        steps = [(os.path.join(out, "e2e", "DONE"), train),
-                 (os.path.join(out + "_text", "instruct", "DONE"), ["bash", "experiments/text_reference.sh", out]),
+        steps = [(os.path.join(out, "e2e", "DONE"), train), *text,
                  (result, [sys.executable, "eval.py", "--ckpt", os.path.join(out, "e2e"), "--out", result,
                            *eval_args])]
     for done, cmd in steps:
@@ -216,13 +225,18 @@ def main(argv=None):
                    help="also compare with recipe runs/NAME_seedS, seed by seed, question by question")
     p.add_argument("--compression-only", action="store_true",
                    help="stages 1-2 and eval.py --settings compressed only, into RUN/results_instruct.json")
+    p.add_argument("--text-reference", action="store_true",
+                   help="with --compression-only: also the same-budget text reference, and eval.py --settings "
+                   "compressed text-rag, into RUN/results_instruct_text.json")
     p.add_argument("--plot", default=None, help="also draw each seed's training curves into this PNG (matplotlib)")
     args = p.parse_args(argv)
+    if args.text_reference and not args.compression_only:
+        p.error("--text-reference goes with --compression-only (a full run always trains its text reference)")
     name = args.name or f"budget{args.budget}"
     runs = {}
     for seed in args.seeds:
         out = os.path.join(args.runs, f"{name}_seed{seed}")
-        path = results_path(out, args.compression_only)
+        path = results_path(out, args.compression_only, args.text_reference)
         if not os.path.exists(path):
             if args.table_only:
                 print(f"{path}: missing, seed {seed} left out of the table")
@@ -233,15 +247,16 @@ def main(argv=None):
         with open(path) as f:
             runs[seed] = json.load(f)
     if not runs:
-        raise SystemExit(f"no seed has a {os.path.basename(results_path('', args.compression_only))}: "
-                         "nothing to tabulate")
+        missing = os.path.basename(results_path("", args.compression_only, args.text_reference))
+        raise SystemExit(f"no seed has a {missing}: nothing to tabulate")
     print(f"\n{name}, seeds {' '.join(map(str, sorted(runs)))}: points; a difference is 'value [95% interval "
           f"over questions]'; a claim holds when its mean is positive and no seed's value is at or below zero\n")
     print(table(runs))
     if args.versus:
         others = {}
         for seed in runs:
-            path = results_path(os.path.join(args.runs, f"{args.versus}_seed{seed}"), args.compression_only)
+            path = results_path(os.path.join(args.runs, f"{args.versus}_seed{seed}"), args.compression_only,
+                                args.text_reference)
             if os.path.exists(path):
                 with open(path) as f:
                     others[seed] = json.load(f)

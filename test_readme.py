@@ -322,3 +322,9 @@ def test_real_text_meanpool_table_pairs_the_two_compressors_per_seed(tmp_path, m
     assert "| seed 0 |" in out and "seed 3" not in last and last.endswith("| +50.0 |")
     ablation_table.main("meanpool", "3")  # no seed with both runs: said, not an empty table
     assert capsys.readouterr().out.strip().endswith("mean pooling - memory tokens: no seed has both runs")
+    monkeypatch.setenv("NAME", "real_x2")  # real_text.sh's longer rung: its own runs, its own table
+    run("real_x2_seed0", [0, 0, 0, 0]), run("real_x2_meanpool_seed0", [1, 0, 0, 0])  # +25 F1 (real_seed0: +50)
+    ablation_table.main("meanpool", "0", "1")
+    out = capsys.readouterr().out
+    assert "| mean pooling | 1 | not run (runs/real_x2_meanpool_seed1: `" in out
+    assert out.strip().splitlines()[-1].startswith("| paired over the same questions | +25.0 [")

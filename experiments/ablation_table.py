@@ -1,7 +1,8 @@
 """Print the ablation tables of docs/results.md from the runs that write them:
   compression, reranker  experiments/ablations.sh (and runs/default, the baseline of the reranker rows)
   real                   experiments/real_text.sh FILE rows (runs/real is the 16x row)
-  meanpool SEED...       experiments/real_text.sh FILE meanpool SEED... (runs/real_seedS, runs/real_meanpool_seedS)
+  meanpool SEED...       experiments/real_text.sh FILE meanpool SEED... (runs/real_seedS, runs/real_meanpool_seedS;
+                         with NAME=X in the environment, as real_text.sh passes it: runs/X_seedS, runs/X_meanpool_seedS)
   stage3                 experiments/reranking.sh variants (runs/expA and runs/expB_*)
 Usage: python experiments/ablation_table.py [compression|reranker|real|stage3|meanpool SEED...]"""
 import json
@@ -30,7 +31,7 @@ def pct(d):  # a paired difference with its interval, in points
 
 def main(what="all", *seeds):
     if what == "meanpool":
-        return meanpool(seeds or ("0", "1"))
+        return meanpool(seeds or ("0", "1"), os.environ.get("NAME", "real"))
     if what in ("all", "compression"):
         compression()
     if what in ("all", "reranker"):
@@ -107,7 +108,7 @@ def stage3():
               f"{em(s, 'end-to-end')} / {em(s, 'end-to-end-before')} |")
 
 
-def meanpool(seeds):
+def meanpool(seeds, name="real"):
     """Real text, mean pooling against memory tokens, seed by seed on the same 100 unseen questions:
     each recipe's F1 and paired compressed - shuffled interval, then mean pooling - memory tokens
     (compressed F1, paired bootstrap over questions)."""
@@ -116,11 +117,11 @@ def meanpool(seeds):
     pairs = []
     for seed in seeds:
         res = {}
-        runs = (("memory tokens", f"runs/real_seed{seed}"), ("mean pooling", f"runs/real_meanpool_seed{seed}"))
+        runs = (("memory tokens", f"runs/{name}_seed{seed}"), ("mean pooling", f"runs/{name}_meanpool_seed{seed}"))
         for label, run in runs:
             path = os.path.join(run, "results.json")
             if not os.path.exists(path):
-                print(f"| {label} | {seed} | not run (`bash experiments/real_text.sh FILE meanpool {seed}`) | | |")
+                print(f"| {label} | {seed} | not run ({run}: `bash experiments/real_text.sh FILE meanpool {seed}`) | | |")
                 continue
             res[label] = r = json.load(open(path))
             s = r["settings"]

@@ -9,6 +9,9 @@
 #   bash experiments/real_text.sh FILE meanpool 0 1   # per seed S: memory tokens (runs/real_seedS) and
 #                                                 # mean pooling (runs/real_meanpool_seedS), then the paired
 #                                                 # table (experiments/ablation_table.py meanpool 0 1)
+#   NAME=real_x2 STEPS1=300 STEPS2=60 bash experiments/real_text.sh FILE meanpool 0 1   # a longer rung, twice
+#                                                 # the steps of both stages, in runs/real_x2_seedS and
+#                                                 # runs/real_x2_meanpool_seedS (NAME reaches the table too)
 #   OUT=DIR bash experiments/real_text.sh FILE --seed 1 --compressor mean-pool   # one row, these train flags
 # FILE is the official sample, scp_sample_800.jsonl. Run it alone. Writes runs/real/ (and runs/real_<row>/).
 set -euo pipefail
@@ -17,6 +20,7 @@ usage="usage: real_text.sh FILE [rows | meanpool SEED... | TRAIN_FLAG...]"
 SRC=${1:?$usage}
 OUT=${OUT:-runs/real}
 STEPS1=${STEPS1:-150}              # stage-1 steps (60 left the answer gap inside its interval)
+STEPS2=${STEPS2:-30}               # stage-2 steps
 MAX_PAIRS=${MAX_PAIRS:-6}          # QA pairs per stage-1 row (0: a passage's pairs in one target)
 NORM=${MEMORY_NORM:-standardize}   # MEMORY_NORM=rescale reproduces the figures measured before the standardize fix
 
@@ -26,7 +30,7 @@ one_row() {  # OUT, then more train.py flags for both stages
   python train.py --stage pretrain --data "pretrain=$out/data/pretrain.jsonl" --steps "$STEPS1" 1 1 \
       --memory-norm "$NORM" --out "$out" "$@"
   python train.py --stage instruct --init "$out/pretrain" --data "instruct=$out/data/instruct.jsonl" \
-      --instruct-k 1 --steps 1 30 1 --batch-size 4 8 8 --memory-norm "$NORM" --out "$out" "$@"
+      --instruct-k 1 --steps 1 "$STEPS2" 1 --batch-size 4 8 8 --memory-norm "$NORM" --out "$out" "$@"
   python eval.py --ckpt "$out/instruct" --data "$out/data/eval.jsonl" --k 1 \
       --settings closed-book text-rag compressed --out "$out/results.json"
 }
@@ -35,11 +39,11 @@ case ${2:-} in
   "") one_row "$OUT" ;;
   --*) shift; one_row "$OUT" "$@" ;;
   meanpool)
-    shift 2; seeds=${*:-0 1}
+    shift 2; seeds=${*:-0 1}; export NAME=${NAME:-real}
     for s in $seeds; do  # a finished row (its results.json) is not run again
-      [ -f "runs/real_seed$s/results.json" ] || one_row "runs/real_seed$s" --seed "$s"
-      [ -f "runs/real_meanpool_seed$s/results.json" ] || \
-        one_row "runs/real_meanpool_seed$s" --seed "$s" --compressor mean-pool
+      [ -f "runs/${NAME}_seed$s/results.json" ] || one_row "runs/${NAME}_seed$s" --seed "$s"
+      [ -f "runs/${NAME}_meanpool_seed$s/results.json" ] || \
+        one_row "runs/${NAME}_meanpool_seed$s" --seed "$s" --compressor mean-pool
     done
     python experiments/ablation_table.py meanpool $seeds ;;
   rows)

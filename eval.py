@@ -273,10 +273,11 @@ def compress_candidates(model, rows, args, device):
                    "passages_per_s": len(cache.index) / seconds}
 
 
-def answer_settings(model, rows, passages, cache, picks, args, reference=None):
+def answer_settings(model, rows, passages, cache, picks, args, reference=None, seconds=None):
     """Predictions of each requested setting: same questions, prompt and decoding; the generator
     theta_g, except the text references (reference: the same-budget one's checkpoint, or None).
-    picks: {"end-to-end": after-stage-3 picks, "end-to-end-before": before-stage-3 picks}."""
+    picks: {"end-to-end": after-stage-3 picks, "end-to-end-before": before-stage-3 picks}.
+    seconds, when given, receives each setting's wall time."""
     T, want, questions = args.max_new_tokens, set(args.settings), [r["question"] for r in rows]
     runs, donor_of = {}, {}
     if "closed-book" in want:
@@ -299,10 +300,13 @@ def answer_settings(model, rows, passages, cache, picks, args, reference=None):
             runs[name + "-shuffled"] = lambda idx, picked=picked, donor=donor: cache([picked[donor[i]] for i in idx])
     preds = {}
     for name, docs in runs.items():
+        t0 = time.perf_counter()
         with generator_of(model, reference) if name == "text-rag" else nullcontext():
             preds[name] = batched(rows, args.batch_size, lambda idx: model.generate(
                 [questions[i] for i in idx], docs(idx), T, docs_as_text=name.startswith("text-rag"),
                 adapter=None if name == "text-rag-untuned" else "generator"))
+        if seconds is not None:
+            seconds[name] = time.perf_counter() - t0
     return preds, donor_of
 
 
@@ -333,6 +337,7 @@ def intervals(per_question, reranking):
 
 def evaluate(args):
     """Run every requested setting; return the results dict (printed, and written to --out)."""
+    start = time.perf_counter()
     if not os.path.exists(os.path.join(args.ckpt, "config.json")):
         raise SystemExit(f"{args.ckpt}: no checkpoint (config.json) here; run python train.py first")
     with open(os.path.join(args.ckpt, "config.json")) as f:
@@ -361,17 +366,21 @@ def evaluate(args):
            "passages": "text-rag and compressed read the positives (pos_index) plus the first "
                        "non-positive candidates up to k, in candidate order"}
     want, cache, picks = set(args.settings), None, {}
+    seconds = res["seconds"] = {"loading": time.perf_counter() - start}  # where eval.py's time goes
     with torch.no_grad(), autocast():
         if want - {"closed-book", "text-rag"}:
             cache, res["compression"] = compress_candidates(model, rows, args, device)
+            seconds["compression"] = res["compression"]["seconds"]
         if want & {"end-to-end", "rerank"}:
+            t0 = time.perf_counter()
             after = query_scores(model, rows, cache, args.batch_size)
             before, where = before_scores(model, rows, cache, args)
             if "end-to-end" in want:  # the top k of the scores = the hard top-k's forward
                 picks["end-to-end"] = [metrics.rank_from_scores(s)[:k] for s in after]
                 if before:
                     picks["end-to-end-before"] = [metrics.rank_from_scores(s)[:k] for s in before]
-        preds, donor_of = answer_settings(model, rows, passages, cache, picks, args, reference)
+            seconds["query scores"] = time.perf_counter() - t0
+        preds, donor_of = answer_settings(model, rows, passages, cache, picks, args, reference, seconds)
         if "rerank" in want:
             bm25 = [metrics.bm25_scores(r["question"], r["docs"]) for r in rows]
             res["reranking"] = {"bm25": ranking_metrics(bm25, rows),
@@ -379,11 +388,14 @@ def evaluate(args):
                                 if before else {"skipped": where},
                                 "after": dict(ranking_metrics(after, rows), checkpoint=args.ckpt)}
         if "efficiency" in want:
+            t0 = time.perf_counter()
             res["efficiency"] = efficiency(model, rows, passages, cache, args, device)
+            seconds["efficiency"] = time.perf_counter() - t0
     per_question = {}
     for name, p in preds.items():
         per_question[name], res["settings"][name] = answer_metrics(p, rows, args.first_alias_only)
     res["intervals"] = intervals(per_question, res["reranking"])
+    seconds["total"] = time.perf_counter() - start  # the rest (BM25, scoring, intervals) is in the total only
     res["predictions"] = [
         {"where": r["where"], "question": r["question"], "answers": r["answers"], "passages": chosen[i],
          **{f"{name.replace('-', '_')}_picks": p[i] for name, p in picks.items()},
@@ -437,6 +449,10 @@ def print_report(res):
               f"{e['new_tokens']}-token answer {e['answer_speedup']:.2f}x the time (vectors cached)")
         print(f"  compression: {c['passages_per_s']:.1f} passages/s ({c['passages']} distinct passages "
               f"in {c['seconds']:.2f} s, batch {c['batch_size']})")
+    t = res.get("seconds")  # absent from results written before it was recorded
+    if t:
+        print(f"\ntime: {t['total'] / 60:.1f} min in all; " + ", ".join(
+            f"{name} {sec / 60:.1f}" for name, sec in t.items() if name != "total") + " min")
 
 
 def main(argv=None):

@@ -103,9 +103,13 @@ def test_smoke_every_setting_and_baseline_gives_finite_numbers(run_dir, capsys):
     for name in ("compressed", "text-rag"):
         assert e[name]["prefill_ms"] > 0 and e[name]["ms_per_token"] > 0, e[name]
     assert e["prefill_speedup"] > 0 and e["per_token_speedup"] > 0 and res["compression"]["passages_per_s"] > 0
+    t = res["seconds"]  # where the time went: every answer setting and phase, inside the total
+    assert set(t) == {*res["settings"], "loading", "compression", "query scores", "efficiency", "total"}
+    assert all(v > 0 for v in t.values()) and sum(v for n, v in t.items() if n != "total") <= t["total"]
     table = capsys.readouterr().out
     for label in ("closed-book", "text RAG", "shuffled control", "compressed - shuffled", "BM25", "before e2e",
-                  "passages/s", "max over all gold aliases of field gold_answer", "95% intervals", "prefill"):
+                  "passages/s", "max over all gold aliases of field gold_answer", "95% intervals", "prefill",
+                  "min in all; loading"):
         assert label in table, f"stdout table lacks {label!r}"
     for name in res["intervals"]:  # the longest label (40 characters) once ran into its first cell
         assert re.search(rf"^  {re.escape(name)} +[A-Z]+ ", table, flags=re.M), f"{name!r} runs into its cell"

@@ -24,13 +24,13 @@ STEPS2=${STEPS2:-30}               # stage-2 steps
 MAX_PAIRS=${MAX_PAIRS:-6}          # QA pairs per stage-1 row (0: a passage's pairs in one target)
 NORM=${MEMORY_NORM:-standardize}   # MEMORY_NORM=rescale reproduces the figures measured before the standardize fix
 
-one_row() {  # OUT, then more train.py flags for both stages
+one_row() {  # OUT, then more train.py flags for both stages; run again, it continues an interrupted row
   local out=$1; shift
   python experiments/real_text.py --input "$SRC" --out "$out/data" --max-pairs "$MAX_PAIRS"
   python train.py --stage pretrain --data "pretrain=$out/data/pretrain.jsonl" --steps "$STEPS1" 1 1 \
-      --memory-norm "$NORM" --out "$out" "$@"
+      --memory-norm "$NORM" --out "$out" --resume "$@"
   python train.py --stage instruct --init "$out/pretrain" --data "instruct=$out/data/instruct.jsonl" \
-      --instruct-k 1 --steps 1 "$STEPS2" 1 --batch-size 4 8 8 --memory-norm "$NORM" --out "$out" "$@"
+      --instruct-k 1 --steps 1 "$STEPS2" 1 --batch-size 4 8 8 --memory-norm "$NORM" --out "$out" --resume "$@"
   python eval.py --ckpt "$out/instruct" --data "$out/data/eval.jsonl" --k 1 \
       --settings closed-book text-rag compressed --out "$out/results.json"
 }

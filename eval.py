@@ -3,7 +3,7 @@
     python train.py    # writes runs/default/{pretrain,instruct,e2e}/ and runs/default/data/
     python eval.py     # runs/default/e2e on the 280 test questions of the embedded corpus
     python eval.py --part dev    # the development questions (for choosing recipes), not the test
-    python eval.py --settings compressed end-to-end rerank    # no text references: a third of the time
+    python eval.py --settings compressed end-to-end rerank    # no text references (docs/results.md: 5 of 14 min)
     python eval.py --ckpt runs/x/e2e --data e2e_test.jsonl --limit 0 --out results.json
 
 A number alone says nothing, so every setting runs on the same questions, with the same backbone,

@@ -15,7 +15,7 @@ Study guide: paper component -> where it lives here
     rerank N -> k -> answer          (Sec. 3)           CLaRa.answer
     stage-3 vector cache (theta_c frozen)               runtime.VectorCache
     three LoRA adapters on one frozen backbone          backbones.add_lora, CLaRa.adapter
-    checkpoints: only what training changed            CLaRa.save, CLaRa.load
+    checkpoints: only what training changed            CLaRa.save, CLaRa.load (runtime.write_checkpoint)
 
 Symbols (docs/design.md section 2): B questions, N candidates each, k selected, L document tokens
 (doc_max_len), l = L // compression_rate memory tokens per document, D hidden size, tau the top-k's
@@ -24,11 +24,8 @@ temperature. Where this departs from the paper and the official code, and why: R
 
 from __future__ import annotations
 
-import json
-import os
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -36,7 +33,7 @@ import torch.nn.functional as F
 
 from backbones import (CALIBRATION_TEXT, LoRALinear, add_lora, chat_pieces, greedy_decode,  # load_backbone and
                        head_in, load_backbone, states_at_layer)  # LoRALinear: re-exported, `from clara import ...`
-from runtime import CONFIG, TENSORS, atomic_write, backbone_fingerprint, load_tensors  # checkpoint files
+from runtime import backbone_fingerprint, copy_checked, load_tensors, read_checkpoint, write_checkpoint
 
 ADAPTERS = ("compressor", "query_reasoner", "generator")  # theta_c, theta_qr, theta_g
 MEMORY_NORMS = ("none", "rescale", "standardize")
@@ -447,48 +444,25 @@ class CLaRa(nn.Module):
     # -- checkpoints: only what training changed (as nanoGPT's from_pretrained) ---------------
 
     def save(self, directory: str, dtype: str | None = None):
-        """Write adapters.safetensors (the 3 adapters and the memory tokens; no pickle), then config.json
-        (the CLaRaConfig, the backbone's fingerprint and, when given, the compute dtype training ran in,
-        "float32" or "bfloat16": eval.py and ask.py run in it by default), each atomically."""
-        from safetensors.torch import save_file
-        os.makedirs(directory, exist_ok=True)
-        tensors = {n: p.detach().cpu().contiguous() for n, p in self.trainable_state_dict().items()}
-        atomic_write(os.path.join(directory, TENSORS), lambda path: save_file(tensors, path))
-        meta = {"config": asdict(self.config), "backbone": backbone_fingerprint(self.backbone)}
-        meta = json.dumps({**meta, "dtype": dtype} if dtype else meta, indent=2)
-        atomic_write(os.path.join(directory, CONFIG), lambda path: Path(path).write_text(meta))
+        """Write adapters.safetensors (the 3 adapters and the memory tokens) and config.json (this
+        config, the backbone's fingerprint, the compute dtype training ran in): runtime.write_checkpoint."""
+        write_checkpoint(directory, self.trainable_state_dict(), self.config, self.backbone, dtype)
 
     @classmethod
     def load(cls, directory: str, backbone=None, backbone_dtype: torch.dtype = torch.float32) -> "CLaRa":
         """Rebuild from save(): backbone = (model, tokenizer), or None to load config.backbone in backbone_dtype.
         A checkpoint of another configuration or backbone is refused, naming the path and field."""
-        path = os.path.join(directory, CONFIG)
-        with open(path) as f:
-            meta = json.load(f)
-        unknown = set(meta["config"]) - {f.name for f in fields(CLaRaConfig)}
-        if unknown:
-            raise ValueError(f"{path}: unknown config fields {sorted(unknown)}")
-        config = CLaRaConfig(**meta["config"])
+        config, fingerprint = read_checkpoint(directory, CLaRaConfig)
         if backbone is None and config.backbone is None:
-            raise ValueError(f"{path}: the checkpoint does not name its backbone; pass backbone=(model, tokenizer)")
+            raise ValueError(f"{directory}: the checkpoint does not name its backbone; pass backbone=(model, tokenizer)")
         model, tokenizer = backbone if backbone is not None else load_backbone(config.backbone, backbone_dtype)
-        if backbone_fingerprint(model) != meta["backbone"]:
-            raise ValueError(f"{path}: checkpoint was trained on backbone {meta['backbone']}, "
+        if backbone_fingerprint(model) != fingerprint:
+            raise ValueError(f"{directory}: checkpoint was trained on backbone {fingerprint}, "
                              f"but the given backbone is {backbone_fingerprint(model)}")
         clara = cls(model, tokenizer, config)
         clara.load_trainable(load_tensors(directory), directory)
         return clara
 
-    @torch.no_grad()
     def load_trainable(self, tensors: dict[str, torch.Tensor], where: str = "checkpoint"):
         """Copy saved adapters and memory tokens in, refusing any missing, extra or misshapen one."""
-        own = self.trainable_state_dict()
-        if set(tensors) != set(own):
-            raise ValueError(f"{where}: tensors do not match this configuration: missing "
-                             f"{sorted(set(own) - set(tensors))[:3]}, unexpected "
-                             f"{sorted(set(tensors) - set(own))[:3]}")
-        for name, value in tensors.items():
-            if value.shape != own[name].shape:
-                raise ValueError(f"{where}: {name} has shape {tuple(value.shape)}, "
-                                 f"this configuration needs {tuple(own[name].shape)}")
-            own[name].copy_(value)
+        copy_checked(self.trainable_state_dict(), tensors, where)

@@ -1,8 +1,8 @@
 """The runtime around the method, shared by train.py, eval.py and ask.py: where and in which dtype
 the model runs, several processes under torchrun, FLOP counting, atomic file writes, reading
 checkpoint directories (CLaRa.save writes them) and stage 3's cache of frozen-theta_c vectors.
-Nothing here is part of CLaRa itself, and nothing here imports the method: clara.py uses the file
-helpers for CLaRa.save and CLaRa.load.
+Nothing here is part of CLaRa itself, and nothing here imports the method: CLaRa.save and CLaRa.load
+call the checkpoint helpers below (write_checkpoint, read_checkpoint, copy_checked).
 """
 
 import contextlib
@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 import torch
 
@@ -56,6 +57,46 @@ def load_tensors(directory: str) -> dict[str, torch.Tensor]:
     """The tensors of a checkpoint directory (CLaRa.save), by name, for CLaRa.load_trainable."""
     from safetensors.torch import load_file  # tensors only: no pickle
     return load_file(os.path.join(directory, TENSORS))
+
+
+def write_checkpoint(directory: str, tensors: dict[str, torch.Tensor], config, backbone,
+                     dtype: str | None = None) -> None:
+    """CLaRa.save: adapters.safetensors (the given tensors; no pickle), then config.json (the config
+    dataclass, the backbone's fingerprint and, when given, the compute dtype training ran in,
+    "float32" or "bfloat16": eval.py and ask.py run in it by default), each written atomically."""
+    from safetensors.torch import save_file
+    os.makedirs(directory, exist_ok=True)
+    tensors = {n: p.detach().cpu().contiguous() for n, p in tensors.items()}
+    atomic_write(os.path.join(directory, TENSORS), lambda path: save_file(tensors, path))
+    meta = {"config": asdict(config), "backbone": backbone_fingerprint(backbone)}
+    meta = json.dumps({**meta, "dtype": dtype} if dtype else meta, indent=2)
+    atomic_write(os.path.join(directory, CONFIG), lambda path: Path(path).write_text(meta))
+
+
+def read_checkpoint(directory: str, config_class):
+    """CLaRa.load: the saved config as a config_class, and the saved backbone fingerprint. A field
+    config_class does not know (a checkpoint from another version) is refused, naming the file."""
+    path = os.path.join(directory, CONFIG)
+    with open(path) as f:
+        meta = json.load(f)
+    unknown = set(meta["config"]) - set(asdict(config_class()))
+    if unknown:
+        raise ValueError(f"{path}: unknown config fields {sorted(unknown)}")
+    return config_class(**meta["config"]), meta["backbone"]
+
+
+@torch.no_grad()
+def copy_checked(own: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor], where: str) -> None:
+    """Copy tensors into own by name, refusing any missing, extra or misshapen one (naming `where`)."""
+    if set(tensors) != set(own):
+        raise ValueError(f"{where}: tensors do not match this configuration: missing "
+                         f"{sorted(set(own) - set(tensors))[:3]}, unexpected "
+                         f"{sorted(set(tensors) - set(own))[:3]}")
+    for name, value in tensors.items():
+        if value.shape != own[name].shape:
+            raise ValueError(f"{where}: {name} has shape {tuple(value.shape)}, "
+                             f"this configuration needs {tuple(own[name].shape)}")
+        own[name].copy_(value)
 
 
 # --- device and dtype: decided once, here, with the reason printed -------------------------------

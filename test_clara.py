@@ -588,6 +588,11 @@ def test_load_rejects_a_checkpoint_from_another_configuration(tmp_path):
     (tmp_path / "ckpt" / "config.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="trained on backbone"):
         CLaRa.load(tmp_path / "ckpt")
+    meta["backbone"]["hidden_size"] = 64
+    meta["config"]["memory_tokens_per_doc"] = 8  # a field this version does not know
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"config.json: unknown config fields \['memory_tokens_per_doc'\]"):
+        CLaRa.load(tmp_path / "ckpt")
 
 
 def test_checkpoint_names_the_backbone_it_was_built_on(tmp_path):

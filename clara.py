@@ -454,10 +454,10 @@ class CLaRa(nn.Module):
         A checkpoint of another configuration or backbone is refused, naming the path and field."""
         config, fingerprint = read_checkpoint(directory, CLaRaConfig)
         if backbone is None and config.backbone is None:
-            raise ValueError(f"{directory}: the checkpoint does not name its backbone; pass backbone=(model, tokenizer)")
+            raise ValueError(f"{directory}/config.json: the checkpoint does not name its backbone; pass backbone=(model, tokenizer)")
         model, tokenizer = backbone if backbone is not None else load_backbone(config.backbone, backbone_dtype)
         if backbone_fingerprint(model) != fingerprint:
-            raise ValueError(f"{directory}: checkpoint was trained on backbone {fingerprint}, "
+            raise ValueError(f"{directory}/config.json: checkpoint was trained on backbone {fingerprint}, "
                              f"but the given backbone is {backbone_fingerprint(model)}")
         clara = cls(model, tokenizer, config)
         clara.load_trainable(load_tensors(directory), directory)

@@ -29,11 +29,17 @@ def atomic_write(path: str, write) -> None:
 CONFIG, TENSORS = "config.json", "adapters.safetensors"  # a checkpoint directory
 
 
+def read_meta(directory: str) -> tuple[str, dict]:
+    """The path of a checkpoint's config.json and what it holds: config, backbone, dtype."""
+    path = os.path.join(directory, CONFIG)
+    with open(path) as f:
+        return path, json.load(f)
+
+
 def config_differences(directory: str, config, names=None) -> list[str]:
     """The fields in `names` (default: all) where the checkpoint in `directory` differs from config,
     as "name saved X now Y"; fields added since it was written count as their defaults."""
-    with open(os.path.join(directory, CONFIG)) as f:
-        saved = {**asdict(type(config)()), **json.load(f)["config"]}  # config: a clara.CLaRaConfig
+    saved = {**asdict(type(config)()), **read_meta(directory)[1]["config"]}  # config: a clara.CLaRaConfig
     now = asdict(config)
     return [f"{n} saved {saved.get(n)!r} now {now[n]!r}" for n in (names or now) if saved.get(n) != now[n]]
 
@@ -45,9 +51,8 @@ def backbone_fingerprint(backbone) -> dict:
 
 def trained_dtype(directory: str) -> str | None:
     """The compute dtype a checkpoint was trained in (CLaRa.save's dtype), or None if saved without one."""
-    path = os.path.join(directory, CONFIG)
-    with open(path) as f:
-        dtype = json.load(f).get("dtype")
+    path, meta = read_meta(directory)
+    dtype = meta.get("dtype")
     if dtype not in (None, "float32", "bfloat16"):
         raise ValueError(f"{path}: dtype {dtype!r}, expected 'float32' or 'bfloat16'")
     return dtype
@@ -76,9 +81,7 @@ def write_checkpoint(directory: str, tensors: dict[str, torch.Tensor], config, b
 def read_checkpoint(directory: str, config_class):
     """CLaRa.load: the saved config as a config_class, and the saved backbone fingerprint. A field
     config_class does not know (a checkpoint from another version) is refused, naming the file."""
-    path = os.path.join(directory, CONFIG)
-    with open(path) as f:
-        meta = json.load(f)
+    path, meta = read_meta(directory)
     unknown = set(meta["config"]) - set(asdict(config_class()))
     if unknown:
         raise ValueError(f"{path}: unknown config fields {sorted(unknown)}")

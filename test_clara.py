@@ -586,9 +586,14 @@ def test_load_rejects_a_checkpoint_from_another_configuration(tmp_path):
     meta["config"]["compression_rate"] = 4
     meta["backbone"]["hidden_size"] = 576
     (tmp_path / "ckpt" / "config.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="trained on backbone"):
+    with pytest.raises(ValueError, match="config.json: checkpoint was trained on backbone"):
         CLaRa.load(tmp_path / "ckpt")
     meta["backbone"]["hidden_size"] = 64
+    meta["config"]["backbone"] = None  # written by hand: no backbone to rebuild
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="config.json: the checkpoint does not name its backbone"):
+        CLaRa.load(tmp_path / "ckpt")
+    meta["config"]["backbone"] = "tiny"
     meta["config"]["memory_tokens_per_doc"] = 8  # a field this version does not know
     (tmp_path / "ckpt" / "config.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=r"config.json: unknown config fields \['memory_tokens_per_doc'\]"):
